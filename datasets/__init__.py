@@ -1,0 +1,22 @@
+"""Tasks, image folders, the decode-once cache and the generated stand-in data."""
+
+from datasets.cache import DataCache, build_cache, default_cache_root
+from datasets.errors import UsageError
+from datasets.folders import ImageFolder, scan_folder
+from datasets.synthetic import make_demo_dataset, render_egg
+from datasets.tasks import Task, folder_task, get_task, list_tasks
+
+__all__ = [
+    "DataCache",
+    "ImageFolder",
+    "Task",
+    "UsageError",
+    "build_cache",
+    "default_cache_root",
+    "folder_task",
+    "get_task",
+    "list_tasks",
+    "make_demo_dataset",
+    "render_egg",
+    "scan_folder",
+]

@@ -1,0 +1,158 @@
+"""The decode-once cache: every image decoded, EXIF-corrected and resized once into memory-mapped uint8 arrays.
+
+Trials read the arrays with ``np.load(mmap_mode="r")`` and never open an image file, so K trials on a node share
+one copy of the data in the page cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from datasets.folders import SPLITS, ImageFolder
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataCache:
+    """Where a decoded dataset lives; small and picklable, so it travels to Ray workers as is."""
+
+    path: Path
+    fingerprint: str
+    classes: tuple[str, ...]
+    image_size: int
+    sizes: dict[str, int]
+
+    def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``[N, H, W, 3]`` uint8 (memory-mapped) and labels ``[N]`` int64 of one split."""
+        return (np.load(self.path / f"{split}_x.npy", mmap_mode="r"), np.load(self.path / f"{split}_y.npy"))
+
+    def report(self) -> dict:
+        """Images per split and class, skipped files with reasons, duplicates across splits."""
+        return json.loads((self.path / "report.json").read_text())
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("SEARCH_CACHE", Path.home() / ".cache" / "search"))
+
+
+def fingerprint(folder: ImageFolder, image_size: int) -> str:
+    """Changes when any file, its split or label, or the target size changes."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{image_size}:{','.join(folder.classes)}".encode())
+    for split in SPLITS:
+        for path, label in folder.files[split]:
+            st = os.stat(path)
+            h.update(f"{split}\0{label}\0{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float greyscale: rescale to 8 bits
+        arr = np.asarray(im, dtype=np.float64)
+        hi = arr.max() or 1.0
+        im = Image.fromarray((arr / hi * 255).astype(np.uint8))
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        flat = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(flat, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def decode(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
+    """(pixels or None, content hash, reason when None) for one file; never raises for a bad file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return None, "", f"unreadable: {e.strerror or e}"
+    digest = hashlib.sha1(data).hexdigest()
+    if not data:
+        return None, digest, "empty file (0 bytes)"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when the file is much larger
+            im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(im)
+            return np.asarray(ImageOps.fit(rgb, (size, size), Image.BICUBIC), dtype=np.uint8), digest, ""
+    except Image.DecompressionBombError as e:  # not an OSError
+        return None, digest, f"decompression bomb: {e}"
+    except (OSError, SyntaxError, ValueError) as e:
+        return None, digest, f"not a readable image: {e}"
+
+
+def build_cache(folder: ImageFolder, image_size: int, root: Path | None = None) -> DataCache:
+    """Decode ``folder`` at ``image_size`` once; a second call with unchanged files reuses the arrays."""
+    key = fingerprint(folder, image_size)
+    target = (root or default_cache_root()) / "decoded" / key
+    if not (target / "meta.json").exists():
+        _write(folder, image_size, key, target)
+    meta = json.loads((target / "meta.json").read_text())
+    return DataCache(
+        path=target, fingerprint=key, classes=tuple(meta["classes"]), image_size=image_size, sizes=meta["sizes"]
+    )
+
+
+def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    skipped = list(folder.skipped)
+    hashes: dict[str, list[tuple[str, str]]] = {}
+    sizes: dict[str, int] = {}
+    counts: dict[str, dict[str, int]] = {}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for split in SPLITS:
+            items = folder.files[split]
+            x = np.lib.format.open_memmap(
+                tmp / f"{split}_x.npy", mode="w+", dtype=np.uint8, shape=(len(items), size, size, 3)
+            )
+            labels = []
+            n = 0
+            for (path, label), (pixels, digest, reason) in zip(
+                items, pool.map(lambda item: decode(item[0], size), items), strict=True
+            ):
+                if pixels is None:
+                    skipped.append({"path": path, "reason": reason})
+                    continue
+                x[n] = pixels
+                labels.append(label)
+                hashes.setdefault(digest, []).append((split, path))
+                n += 1
+            x.flush()
+            del x
+            if n < len(items):  # shrink to the images that decoded
+                full = np.load(tmp / f"{split}_x.npy", mmap_mode="r")
+                np.save(tmp / f"{split}_x.tmp.npy", np.ascontiguousarray(full[:n]))
+                del full
+                os.replace(tmp / f"{split}_x.tmp.npy", tmp / f"{split}_x.npy")
+            np.save(tmp / f"{split}_y.npy", np.array(labels, dtype=np.int64))
+            sizes[split] = n
+            counts[split] = {c: labels.count(i) for i, c in enumerate(folder.classes)}
+    duplicates = [
+        [{"split": s, "path": p} for s, p in places] for places in hashes.values() if len({s for s, _ in places}) > 1
+    ]
+    report = {
+        "root": str(folder.root),
+        "layout": folder.layout,
+        "classes": list(folder.classes),
+        "images": counts,
+        "skipped": skipped,
+        "duplicates_across_splits": duplicates,
+    }
+    (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (tmp / "meta.json").write_text(
+        json.dumps({"classes": list(folder.classes), "sizes": sizes, "fingerprint": key, "image_size": size})
+    )
+    try:
+        os.replace(tmp, target)
+    except OSError:  # built by another process meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,138 @@
+"""Finding an image folder's layout and listing its files per split and class."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from datasets.errors import UsageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+SPLIT_ALIASES = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """A scanned dataset: the files of each split as (path, class index), and what was passed over."""
+
+    root: Path
+    layout: str  # "train/val/test", "train/test" or "class-folders"
+    classes: tuple[str, ...]
+    files: dict[str, list[tuple[str, int]]]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class."""
+        return {
+            split: {c: sum(1 for _, y in items if y == i) for i, c in enumerate(self.classes)}
+            for split, items in self.files.items()
+        }
+
+
+def _visible_dirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+
+
+def _list_class(folder: Path, skipped: list[dict[str, str]]) -> list[str]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
+                files.append(path)
+            else:
+                skipped.append({"path": path, "reason": "not an image file (by extension)"})
+    return files
+
+
+def _class_files(split_dir: Path, skipped: list[dict[str, str]]) -> dict[str, list[str]]:
+    classes = _visible_dirs(split_dir)
+    found = {c.name: _list_class(c, skipped) for c in classes}
+    for name, files in found.items():
+        if not files:
+            raise UsageError(f"class folder {split_dir / name} has no images; remove it or add images")
+    return found
+
+
+def _split_indices(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Stratified, seeded split of indices into len(fractions) parts."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    for y in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == y))
+        n = len(idx)
+        sizes = [max(1, round(f * n)) for f in fractions[1:]]
+        if n - sum(sizes) < 1:
+            raise UsageError(
+                f"class index {y} has only {n} images, too few to split into {len(fractions)} parts; "
+                "add images or give the splits as folders"
+            )
+        bounds = np.cumsum([n - sum(sizes), *sizes])
+        for k, chunk in enumerate(np.split(idx, bounds[:-1])):
+            parts[k].extend(chunk.tolist())
+    return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
+
+
+def _find_root(root: Path) -> Path:
+    """Kaggle archives often wrap the data in one extra folder: step into it."""
+    dirs = _visible_dirs(root)
+    if len(dirs) == 1 and not any(f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS for f in root.iterdir()):
+        inner = _visible_dirs(dirs[0])
+        if inner and dirs[0].name.lower() not in SPLIT_ALIASES:
+            return dirs[0]
+    return root
+
+
+def scan_folder(
+    root: str | Path, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> ImageFolder:
+    """Detect the layout of ``root`` and list its images; splits the project makes are stratified and seeded."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UsageError(f"data folder {root} does not exist or is not a folder")
+    root = _find_root(root)
+    skipped: list[dict[str, str]] = []
+    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in _visible_dirs(root) if d.name.lower() in SPLIT_ALIASES}
+
+    if "train" in split_dirs:
+        per_split = {s: _class_files(d, skipped) for s, d in split_dirs.items()}
+        names = sorted(per_split["train"])
+        for split, found in per_split.items():
+            if sorted(found) != names:
+                diff = sorted(set(found) ^ set(names))
+                raise UsageError(
+                    f"class folders of {split_dirs[split]} differ from train's: {', '.join(diff)}; "
+                    "every split needs the same classes"
+                )
+        layout = "train/val/test" if {"val", "test"} <= set(per_split) else "/".join(sorted(per_split))
+    else:
+        per_split = {"all": _class_files(root, skipped)}
+        names = sorted(per_split["all"])
+        layout = "class-folders"
+    if len(names) < 2:
+        raise UsageError(
+            f"{root} has {len(names)} class folder(s); a classifier needs at least two "
+            "(layout: DIR/CLASS/* or DIR/{train,valid,test}/CLASS/*)"
+        )
+
+    def flat(found: dict[str, list[str]]) -> list[tuple[str, int]]:
+        return [(path, names.index(c)) for c in names for path in found[c]]
+
+    files = {s: flat(found) for s, found in per_split.items()}
+    carve = [s for s in ("val", "test") if s not in files]
+    if carve:
+        source = "all" if "all" in files else "train"
+        items = files.pop(source)
+        labels = np.array([y for _, y in items])
+        fractions = {"val": val_fraction, "test": test_fraction}
+        parts = _split_indices(labels, (1 - sum(fractions[s] for s in carve), *(fractions[s] for s in carve)), seed)
+        for split, idx in zip(("train", *carve), parts, strict=True):
+            files[split] = [items[i] for i in idx]
+    return ImageFolder(
+        root=root, layout=layout, classes=tuple(names), files={s: files[s] for s in SPLITS}, skipped=skipped
+    )

@@ -1,0 +1,177 @@
+"""Pure functions from a search's trial records to the contract's tables.
+
+A trial record is a plain dict: ``trial_id``, ``config`` (the search-space values), ``history`` (one dict per
+reported epoch), ``error`` (None or the reason) and ``node``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+CONFIG_COLUMNS = ["backbone", "freeze_depth", "aug_strength", "lr", "weight_decay", "batch_size", "label_smoothing"]
+EPOCH_COLUMNS = ["trial_id", "epoch", "train_loss", "val_loss", "val_acc", "val_macro_f1", "img_per_s", "wall_s"]
+TRIAL_COLUMNS = [
+    "trial_id",
+    "status",
+    *CONFIG_COLUMNS,
+    "val_acc",
+    "val_macro_f1",
+    "val_loss",
+    "best_epoch",
+    "epochs_run",
+    "wall_s",
+    "node",
+    "error",
+]
+STATUSES = ("TERMINATED", "STOPPED", "ERROR")
+
+
+def epochs_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per trial and epoch; an epoch reported twice (a trial restored mid-epoch) is kept once."""
+    rows = [
+        {"trial_id": r["trial_id"], **{c: h.get(c) for c in EPOCH_COLUMNS[1:]}} for r in records for h in r["history"]
+    ]
+    frame = pd.DataFrame(rows, columns=EPOCH_COLUMNS)
+    frame = frame.drop_duplicates(["trial_id", "epoch"], keep="last")
+    return frame.astype({"epoch": "int64"}).sort_values(["trial_id", "epoch"]).reset_index(drop=True)
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def trial_status(record: dict, max_epochs: int) -> str:
+    if record.get("error"):
+        return "ERROR"
+    epochs = max((h["epoch"] for h in record["history"]), default=0)
+    return "TERMINATED" if epochs >= max_epochs else "STOPPED"
+
+
+def trials_frame(records: list[dict], max_epochs: int) -> pd.DataFrame:
+    """One row per trial: status, config, its best epoch's validation metrics, cost and where it ran."""
+    rows = []
+    for r in records:
+        good = [h for h in r["history"] if _finite(h.get("val_acc")) and _finite(h.get("val_loss"))]
+        best = max(good, key=lambda h: (h["val_acc"], -h["val_loss"]), default={})
+        rows.append(
+            {
+                "trial_id": r["trial_id"],
+                "status": trial_status(r, max_epochs),
+                **{c: r["config"].get(c) for c in CONFIG_COLUMNS},
+                "val_acc": best.get("val_acc", math.nan),
+                "val_macro_f1": best.get("val_macro_f1", math.nan),
+                "val_loss": best.get("val_loss", math.nan),
+                "best_epoch": best.get("epoch", 0),
+                "epochs_run": max((h["epoch"] for h in r["history"]), default=0),
+                "wall_s": max((h.get("wall_s", 0.0) for h in r["history"]), default=0.0),
+                "node": r.get("node") or "",
+                "error": r.get("error") or "",
+            }
+        )
+    frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    return frame.sort_values("trial_id").reset_index(drop=True)
+
+
+def best_trial(trials: pd.DataFrame) -> pd.Series:
+    """The trial with the highest finite validation accuracy; ties go to lower loss, then fewer epochs."""
+    ok = trials[trials["val_acc"].map(_finite) & trials["val_loss"].map(_finite) & (trials["status"] != "ERROR")]
+    if ok.empty:
+        raise ValueError("no trial finished an epoch with finite validation metrics; see trials.parquet's error")
+    ranked = ok.sort_values(["val_acc", "val_loss", "epochs_run"], ascending=[False, True, True])
+    return ranked.iloc[0]
+
+
+def status_counts(trials: pd.DataFrame) -> dict[str, int]:
+    counts = trials["status"].value_counts()
+    return {s.lower(): int(counts.get(s, 0)) for s in STATUSES}
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else "n/a"
+    return str(value)
+
+
+def best_markdown(best: dict) -> str:
+    """The best-config table of one task, as printed at the end of a run and written to best.md."""
+    marks = [
+        m
+        for m, on in (("synthetic", best["provenance"]["synthetic"]), ("not pretrained", not best["pretrained"]))
+        if on
+    ]
+    title = f"## Best configuration: {best['task']}" + (f" ({', '.join(marks)})" if marks else "")
+    trials = best["trials"]
+    rows = [
+        *((k, best["config"][k]) for k in CONFIG_COLUMNS),
+        ("val_acc", best["val_acc"]),
+        ("val_macro_f1", best["val_macro_f1"]),
+        ("val_loss", best["val_loss"]),
+        ("test_acc", best.get("test_acc", "not retrained")),
+        ("test_macro_f1", best.get("test_macro_f1", "not retrained")),
+        (
+            "trials",
+            f"{trials['total']} ({trials['terminated']} finished, {trials['stopped']} stopped early, "
+            f"{trials['error']} errored)",
+        ),
+        ("pretrained", best["pretrained"]),
+        ("data", "synthetic" if best["provenance"]["synthetic"] else best["provenance"]["data_root"]),
+        ("search wall time", f"{best['search_wall_s']:.0f} s"),
+    ]
+    lines = [title, "", "| setting | value |", "|---|---|", *(f"| {k} | {_fmt(v)} |" for k, v in rows)]
+    return "\n".join(lines) + "\n"
+
+
+SUMMARY_COLUMNS = [
+    "task",
+    "classes",
+    "images",
+    "backbone",
+    "freeze_depth",
+    "aug_strength",
+    "lr",
+    "val_acc",
+    "test_acc",
+    "test_macro_f1",
+    "trials_finished",
+    "trials_stopped",
+    "trials_errored",
+    "search_wall_s",
+    "cpu_hours",
+    "gpu_hours",
+    "pretrained",
+    "synthetic",
+]
+
+
+def summary_frame(bests: list[dict]) -> pd.DataFrame:
+    """One row per task from each task's best.json."""
+    rows = [
+        {
+            "task": b["task"],
+            "classes": len(b["classes"]),
+            "images": b["images"],
+            **{k: b["config"][k] for k in ("backbone", "freeze_depth", "aug_strength", "lr")},
+            "val_acc": b["val_acc"],
+            "test_acc": b.get("test_acc"),
+            "test_macro_f1": b.get("test_macro_f1"),
+            "trials_finished": b["trials"]["terminated"],
+            "trials_stopped": b["trials"]["stopped"],
+            "trials_errored": b["trials"]["error"],
+            "search_wall_s": b["search_wall_s"],
+            "cpu_hours": b["cpu_hours"],
+            "gpu_hours": b["gpu_hours"],
+            "pretrained": b["pretrained"],
+            "synthetic": b["provenance"]["synthetic"],
+        }
+        for b in bests
+    ]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).sort_values("task").reset_index(drop=True)
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    header = "| " + " | ".join(summary.columns) + " |"
+    rule = "|" + "---|" * len(summary.columns)
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in summary.itertuples(index=False)]
+    return "\n".join(["## Best configuration per task", "", header, rule, *body]) + "\n"

@@ -1,0 +1,134 @@
+"""The command line: ``python -m search TASK [TASK...] [options]``, ``tasks``, ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets import UsageError, get_task, list_tasks
+
+COMMANDS = ("tasks", "report")
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def search_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m search",
+        description="Hyperparameter search for transfer-learning image classifiers (Ray Tune + Optuna + timm). "
+        f"Other commands: {', '.join(COMMANDS)}.",
+    )
+    p.add_argument(
+        "tasks", nargs="+", metavar="TASK", help=f"{' | '.join(list_tasks())} | all | a path to an image folder"
+    )
+    p.add_argument("--data", help="dataset root: DIR/{train,valid|val,test}/CLASS/* or DIR/CLASS/*")
+    p.add_argument("--demo", action="store_true", help="use the generated stand-in dataset (marked synthetic)")
+    p.add_argument("--out", default="runs", help="results root (default ./runs)")
+    p.add_argument("--trials", type=int, help="number of search trials")
+    p.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
+    p.add_argument("--backbones", type=_csv, help="timm model names to search, comma-separated")
+    p.add_argument("--image-size", type=int, help="training resolution in pixels")
+    p.add_argument("--pretrained", choices=("required", "auto", "off"))
+    p.add_argument("--weights", help="folder of MODEL.safetensors pretrained weights")
+    p.add_argument("--gpus-per-trial", type=float)
+    p.add_argument("--cpus-per-trial", type=int, default=1)
+    p.add_argument("--concurrency", type=int, help="most trials at once (default: what the resources allow)")
+    p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--storage", help="where Ray Tune keeps experiment state (default OUT/TASK/tune)")
+    p.add_argument("--resume", action="store_true", help="continue this task's interrupted search in OUT")
+    p.add_argument("--no-retrain", dest="retrain", action="store_false", help="skip retraining the best config")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _tasks_command(argv: Sequence[str]) -> int:
+    argparse.ArgumentParser(prog="python -m search tasks").parse_args(argv)
+    from search.data import data_locations
+
+    for name in list_tasks():
+        task = get_task(name)
+        found = next((str(p) for p in data_locations(task) if p.is_dir()), None)
+        classes = ", ".join(task.classes) if task.classes else f"{task.num_classes} classes from the folders"
+        print(f"{name}: {task.description}")
+        print(f"  classes: {classes}")
+        print(f"  layout: {task.layout}; image size {task.image_size}; backbones {', '.join(task.backbones)}")
+        print(f"  data: {found or 'not found'} (looked in {', '.join(map(str, data_locations(task)))})")
+    return 0
+
+
+def _report_command(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m search report")
+    p.add_argument("--out", default="runs")
+    args = p.parse_args(argv)
+    if not any(Path(args.out).glob("*/best.json")):
+        raise UsageError(f"no finished search in {args.out}; run `python -m search TASK --out {args.out}` first")
+    from search.driver import write_summary
+
+    print(write_summary(args.out))
+    return 0
+
+
+def _search_command(argv: Sequence[str]) -> int:
+    args = search_parser().parse_args(argv)
+    names = list_tasks() if args.tasks == ["all"] else args.tasks
+    options = [_options(name, args) for name in names]
+    from search.cluster import ray_session
+    from search.driver import Prepared, run_task, write_summary
+
+    prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
+    with ray_session(args.address) as dashboard:
+        if dashboard:
+            print(f"Ray dashboard: {dashboard}", flush=True)
+        for item in prepared:
+            record = run_task(item)
+            print((item.options.task_dir / "best.md").read_text(), flush=True)
+            del record
+    summary = write_summary(args.out)
+    if len(prepared) > 1:
+        print(summary)
+    return 0
+
+
+def _options(name: str, args: argparse.Namespace):
+    from search.options import SearchOptions
+
+    return SearchOptions(
+        task=name,
+        data=args.data,
+        demo=args.demo,
+        out=args.out,
+        trials=args.trials,
+        max_epochs=args.max_epochs,
+        backbones=args.backbones,
+        image_size=args.image_size,
+        pretrained=args.pretrained,
+        weights=args.weights,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        concurrency=args.concurrency,
+        address=args.address,
+        storage=args.storage,
+        resume=args.resume,
+        retrain=args.retrain,
+        seed=args.seed,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; bad input exits 2 with one line, a failed search exits 1."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if argv and argv[0] == "tasks":
+            return _tasks_command(argv[1:])
+        if argv and argv[0] == "report":
+            return _report_command(argv[1:])
+        return _search_command(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

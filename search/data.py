@@ -1,0 +1,100 @@
+"""From a task name or a folder to a decoded cache: finding the data, the demo stand-in, the data report."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import (
+    DataCache,
+    Task,
+    UsageError,
+    build_cache,
+    default_cache_root,
+    folder_task,
+    get_task,
+    list_tasks,
+    make_demo_dataset,
+    scan_folder,
+)
+
+DATA_ENV = "SEARCH_DATA"  # a root holding one folder per task
+SPLIT_SEED = 0  # fixed, so that searches with different --seed compare on the same split
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task with its decoded data, ready for trials."""
+
+    task: Task
+    cache: DataCache
+    synthetic: bool
+
+
+def resolve_task(name: str) -> Task | Path:
+    """A registered task, or the path of a user's image folder."""
+    path = Path(name).expanduser()
+    if name not in list_tasks() and path.is_dir():
+        return path
+    return get_task(name)
+
+
+def data_locations(task: Task) -> list[Path]:
+    """Where a task's data is looked for when --data is not given, in order."""
+    places = []
+    if os.environ.get(DATA_ENV):
+        places.append(Path(os.environ[DATA_ENV]).expanduser() / task.name)
+    places += [Path("data") / task.name, default_cache_root() / "data" / task.name]
+    return places
+
+
+def how_to_get(task: Task) -> str:
+    if task.kaggle:
+        return (
+            f"download it with `kaggle datasets download -d {task.kaggle} -p data/{task.name} --unzip` "
+            f"(or kagglehub.dataset_download('{task.kaggle}')) and pass --data data/{task.name}"
+        )
+    classes = ",".join(task.classes or ())
+    return f"put its images in class folders data/{task.name}/{{{classes}}}/ and pass --data data/{task.name}"
+
+
+def find_data(task: Task, data: str | None) -> Path:
+    if data is not None:
+        path = Path(data).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"--data {path} does not exist or is not a folder; {how_to_get(task)}")
+        return path
+    places = data_locations(task)
+    for place in places:
+        if place.is_dir():
+            return place
+    raise UsageError(
+        f"no data for task {task.name!r}; looked in {', '.join(map(str, places))}. "
+        f"{how_to_get(task)}, or run with --demo for generated stand-in data"
+    )
+
+
+def prepare(
+    name: str, data: str | None, demo: bool, image_size: int | None, cache_root: Path | None = None
+) -> TaskData:
+    """Locate (or generate), scan and decode a task's images once."""
+    resolved = resolve_task(name)
+    cache_root = cache_root or default_cache_root()
+    if isinstance(resolved, Path):
+        if demo:
+            raise UsageError(f"--demo needs a registered task ({', '.join(list_tasks())}), not the folder {name}")
+        root = resolved
+    elif demo:
+        root = make_demo_dataset(resolved.name, cache_root / "demo")
+    else:
+        root = find_data(resolved, data)
+    folder = scan_folder(root, seed=SPLIT_SEED)
+    task = resolved if isinstance(resolved, Task) else folder_task(root.name, folder.classes, "class-folders")
+    if len(folder.classes) != task.num_classes:
+        raise UsageError(
+            f"{root} has {len(folder.classes)} classes ({', '.join(folder.classes[:5])}...) but task "
+            f"{task.name!r} has {task.num_classes}; point --data at the {task.name} dataset"
+        )
+    cache = build_cache(folder, image_size or task.image_size, cache_root)
+    return TaskData(task=task, cache=cache, synthetic=demo)

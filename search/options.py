@@ -1,0 +1,92 @@
+"""The options of one search, with the defaults a task or ``--demo`` implies."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Task, UsageError
+from search.weights import MODES
+
+DEMO = {"trials": 12, "max_epochs": 8, "image_size": 64, "pretrained": "auto"}
+REAL = {"trials": 30, "max_epochs": 10, "pretrained": "required"}
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What the command line says; ``None`` means: the task's or the demo's default."""
+
+    task: str
+    data: str | None = None
+    demo: bool = False
+    out: str = "runs"
+    trials: int | None = None
+    max_epochs: int | None = None
+    backbones: tuple[str, ...] | None = None
+    image_size: int | None = None
+    pretrained: str | None = None
+    weights: str | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: int = 1
+    concurrency: int | None = None
+    address: str | None = None
+    storage: str | None = None
+    resume: bool = False
+    retrain: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "max_epochs", "image_size", "cpus_per_trial", "concurrency"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} must be a positive whole number, got {value}")
+        if self.image_size is not None and self.image_size < 16:
+            raise UsageError(f"--image-size must be at least 16 px, got {self.image_size}")
+        if self.gpus_per_trial is not None and not (
+            self.gpus_per_trial >= 0 and (self.gpus_per_trial <= 1 or self.gpus_per_trial.is_integer())
+        ):
+            raise UsageError(
+                f"--gpus-per-trial must be a fraction up to 1 (0.25 lets four trials share a GPU) "
+                f"or a whole number, got {self.gpus_per_trial}"
+            )
+        if self.pretrained is not None and self.pretrained not in MODES:
+            raise UsageError(f"--pretrained must be one of {', '.join(MODES)}, got {self.pretrained!r}")
+
+    def requested_image_size(self) -> int | None:
+        """The image size asked for, before the task's default applies."""
+        return self.image_size or (DEMO["image_size"] if self.demo else None)
+
+    def for_task(self, task: Task) -> ResolvedOptions:
+        """Fill the defaults from the task (or the demo preset)."""
+        preset = DEMO if self.demo else REAL
+        return ResolvedOptions(
+            **{
+                f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if f.name not in ("trials", "max_epochs", "backbones", "image_size", "pretrained")
+            },
+            trials=self.trials or preset["trials"],
+            max_epochs=self.max_epochs or preset["max_epochs"],
+            backbones=self.backbones or (task.demo_backbones if self.demo else task.backbones),
+            image_size=self.requested_image_size() or task.image_size,
+            pretrained=self.pretrained or preset["pretrained"],
+            task_name=task.name,
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedOptions(SearchOptions):
+    """Options with every default filled in."""
+
+    trials: int = 0
+    max_epochs: int = 0
+    backbones: tuple[str, ...] = ()
+    image_size: int = 0
+    pretrained: str = "auto"
+    task_name: str = ""
+
+    @property
+    def task_dir(self) -> Path:
+        return Path(self.out).expanduser().resolve() / self.task_name

@@ -1,0 +1,42 @@
+"""Retraining the best configuration on train+val, testing it once, and saving the model directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ray
+from safetensors.torch import save_file
+
+from results import atomic_write, write_json
+from search.cluster import Resources
+from trainables import TrialSetup, retrain
+
+
+def run_retrain(config: dict, setup: TrialSetup, resources: Resources) -> dict:
+    """The retrain as a Ray task, so it runs where the cluster has room (a GPU node when trials used GPUs)."""
+    remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(retrain)
+    whole_node = TrialSetup(setup.data, setup.max_epochs, setup.seed, resources.retrain_cpus, setup.weights)
+    return ray.get(remote.remote(config, whole_node))
+
+
+def save_model(directory: Path, outcome: dict, config: dict, classes: list[str], image_size: int) -> None:
+    """``weights.safetensors``, ``config.json`` and ``labels.json``: loadable with timm + safetensors alone."""
+    atomic_write(directory / "weights.safetensors", lambda p: save_file(outcome["state_dict"], str(p)))
+    write_json(
+        directory / "config.json",
+        {
+            "backbone": config["backbone"],
+            "num_classes": len(classes),
+            "input_size": [3, image_size, image_size],
+            "mean": outcome["mean"],
+            "std": outcome["std"],
+            "resize": "shorter side to input size, then centre crop",
+            "config": config,
+        },
+    )
+    write_json(directory / "labels.json", classes)
+
+
+def load_model_config(directory: Path) -> dict:
+    return json.loads((directory / "config.json").read_text())

@@ -1,0 +1,137 @@
+"""Small pure helpers of the training loop: batches, the learning-rate schedule, one epoch, evaluation."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.augment import augment
+from trainables.model import train_mode
+
+
+class Images:
+    """Several memory-mapped arrays seen as one; reading a batch copies only that batch."""
+
+    def __init__(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]):
+        self.parts = [x for x, _ in parts]
+        self.labels = np.concatenate([y for _, y in parts]) if parts else np.zeros(0, np.int64)
+        self.offsets = np.cumsum([0] + [len(x) for x in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float images ``[B, 3, H, W]`` in 0..1 and int64 labels, rows in ``idx`` order."""
+        idx = np.asarray(idx)
+        out = np.empty((len(idx), *self.parts[0].shape[1:]), dtype=np.uint8)
+        for k, x in enumerate(self.parts):
+            lo, hi = self.offsets[k], self.offsets[k + 1]
+            sel = np.flatnonzero((idx >= lo) & (idx < hi))
+            if len(sel):
+                local = idx[sel] - lo
+                order = np.argsort(local)  # memmaps read fastest in ascending order
+                out[sel[order]] = x[local[order]]
+        images = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+        return images, torch.from_numpy(self.labels[idx])
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    """Index batches over ``n`` items, shuffled when ``rng`` is given; a last batch of one is dropped in training
+    because BatchNorm cannot train on it."""
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        chunk = order[start : start + batch_size]
+        if rng is not None and len(chunk) < 2:
+            continue
+        yield chunk
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> float:
+    """Linear warm-up, then cosine decay to zero at ``total_steps``."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def macro_f1(confusion: np.ndarray) -> float:
+    """Mean F1 over classes from a confusion matrix (rows: truth, columns: prediction)."""
+    tp = np.diag(confusion).astype(np.float64)
+    denom = confusion.sum(0) + confusion.sum(1)
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = confusion.sum(1) > 0
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Images,
+    *,
+    batch_size: int,
+    aug_strength: float,
+    label_smoothing: float,
+    mean,
+    std,
+    seed: int,
+    epoch: int,
+    step: int,
+    total_steps: int,
+    base_lr: float,
+) -> tuple[float, int, float]:
+    """One pass over ``data``; returns (mean loss, images seen, seconds). The order and augmentation depend only
+    on (seed, epoch), so an epoch rerun after a restore sees the same batches."""
+    train_mode(model)
+    rng = np.random.default_rng([seed, epoch])
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    warmup = max(1, total_steps // 20)
+    total, seen, start = 0.0, 0, time.perf_counter()
+    for idx in batches(len(data), batch_size, rng):
+        x, y = data.batch(idx)
+        x = normalize(augment(x, aug_strength, gen), mean, std)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total_steps, base_lr, warmup)
+        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={base_lr:g})"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+        step += 1
+    return total / max(1, seen), seen, time.perf_counter() - start
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Images, num_classes: int, mean, std, batch_size: int = 128) -> dict:
+    """Loss, accuracy, macro-F1 and the confusion matrix on ``data``."""
+    model.eval()
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    total = 0.0
+    for idx in batches(len(data), batch_size):
+        x, y = data.batch(idx)
+        logits = model(normalize(x, mean, std))
+        total += F.cross_entropy(logits, y, reduction="sum").item()
+        np.add.at(confusion, (y.numpy(), logits.argmax(1).numpy()), 1)
+    n = max(1, int(confusion.sum()))
+    return {
+        "loss": total / n,
+        "acc": float(np.trace(confusion) / n),
+        "macro_f1": macro_f1(confusion),
+        "confusion": confusion,
+    }

@@ -1,0 +1,83 @@
+"""Building a timm backbone with a new head, and freezing its first stages."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from timm.data import resolve_model_data_config
+from torch import nn
+
+from trainables.config import MAX_FREEZE_DEPTH
+
+
+def build_model(backbone: str, num_classes: int, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A timm model with a fresh ``num_classes`` head; backbone weights from ``state_dict`` when given."""
+    model = timm.create_model(backbone, pretrained=False, num_classes=num_classes)
+    if state_dict is not None:
+        head = {k for k in model.state_dict() if k.startswith(_classifier_prefix(model))}
+        kept = {k: v for k, v in state_dict.items() if not k.startswith(_classifier_prefix(model))}
+        missing, unexpected = model.load_state_dict(kept, strict=False)
+        if set(missing) - head or unexpected:
+            raise ValueError(
+                f"weights do not fit {backbone}: missing {sorted(set(missing) - head)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+    return model
+
+
+def _classifier_prefix(model: nn.Module) -> str:
+    classifier = model.get_classifier()
+    return next(name for name, module in model.named_modules() if module is classifier) + "."
+
+
+def stage_names(model: nn.Module) -> list[str]:
+    """The modules that end each of the backbone's feature stages (timm ``feature_info``)."""
+    info = getattr(model, "feature_info", None)
+    names = [f["module"] for f in info] if info else []
+    if len(names) != MAX_FREEZE_DEPTH:
+        raise ValueError(
+            f"{type(model).__name__} has {len(names)} feature stages; freeze_depth needs "
+            f"{MAX_FREEZE_DEPTH} (timm feature_info); choose a CNN backbone such as resnet18"
+        )
+    return names
+
+
+def freeze(model: nn.Module, depth: int) -> None:
+    """Freeze the stem and the first ``depth`` stages; at the last depth everything but the classifier.
+
+    Parameters are registered in forward order in timm's CNNs, so a stage's end marks a prefix of them.
+    """
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if depth == 0:
+        return
+    params = list(model.named_parameters())
+    if depth >= MAX_FREEZE_DEPTH:
+        head = _classifier_prefix(model)
+        for name, p in params:
+            p.requires_grad_(name.startswith(head))
+        return
+    stage = stage_names(model)[depth - 1] + "."
+    last = max(i for i, (name, _) in enumerate(params) if name.startswith(stage))
+    for _, p in params[: last + 1]:
+        p.requires_grad_(False)
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, except that fully frozen BatchNorm layers keep their running statistics."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            own = list(module.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own):
+                module.eval()
+
+
+def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std the backbone's pretrained weights expect."""
+    cfg = resolve_model_data_config(model)
+    return tuple(cfg["mean"]), tuple(cfg["std"])
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
