@@ -17,7 +17,7 @@ LOOPBACK = "127.0.0.1"
 
 @contextmanager
 def ray_session(address: str | None = None) -> Iterator[str | None]:
-    """Join ``address`` or start a local Ray bound to loopback; yields the dashboard URL.
+    """Join ``address`` or start a local Ray whose dashboard listens on loopback only; yields the dashboard URL.
 
     An already initialised Ray (a notebook, the test suite) is used as it is and left running.
     """
@@ -27,9 +27,7 @@ def ray_session(address: str | None = None) -> Iterator[str | None]:
     if address:
         context = ray.init(address=address, logging_level=logging.WARNING)
     else:
-        context = ray.init(
-            include_dashboard=True, dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK, logging_level=logging.WARNING
-        )
+        context = ray.init(include_dashboard=True, dashboard_host=LOOPBACK, logging_level=logging.WARNING)
     try:
         url = context.dashboard_url
         yield f"http://{url}" if url and not url.startswith("http") else url

@@ -45,22 +45,23 @@ def stage_names(model: nn.Module) -> list[str]:
 def freeze(model: nn.Module, depth: int) -> None:
     """Freeze the stem and the first ``depth`` stages; at the last depth everything but the classifier.
 
-    Parameters are registered in forward order in timm's CNNs, so a stage's end marks a prefix of them.
+    timm's CNNs register modules in forward order, so a stage's last module marks the end of a frozen prefix.
     """
     for p in model.parameters():
         p.requires_grad_(True)
     if depth == 0:
         return
-    params = list(model.named_parameters())
     if depth >= MAX_FREEZE_DEPTH:
         head = _classifier_prefix(model)
-        for name, p in params:
+        for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(head))
         return
-    stage = stage_names(model)[depth - 1] + "."
-    last = max(i for i, (name, _) in enumerate(params) if name.startswith(stage))
-    for _, p in params[: last + 1]:
-        p.requires_grad_(False)
+    stage = stage_names(model)[depth - 1]
+    modules = list(model.named_modules())
+    end = max(i for i, (name, _) in enumerate(modules) if name == stage or name.startswith(stage + "."))
+    for _, module in modules[: end + 1]:
+        for p in module.parameters(recurse=False):
+            p.requires_grad_(False)
 
 
 def train_mode(model: nn.Module) -> None:

@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+
+from datasets import UsageError, build_cache, scan_folder
+from tests.conftest import write_image
+
+
+def _class_folders(root, per_class=10, classes=("cats", "dogs")):
+    for i, c in enumerate(classes):
+        for k in range(per_class):
+            write_image(root / c / f"{k}.png", colour=(40 * i, 100, 5 * k))
+    return root
+
+
+def test_split_folders_layout_with_valid_alias(tmp_path):
+    for split in ("train", "valid", "test"):
+        _class_folders(tmp_path / split, per_class=3)
+    folder = scan_folder(tmp_path)
+    assert folder.layout == "train/val/test"
+    assert folder.classes == ("cats", "dogs")
+    assert {s: len(v) for s, v in folder.files.items()} == {"train": 6, "val": 6, "test": 6}
+
+
+def test_class_folders_are_split_stratified_and_the_same_every_time(tmp_path):
+    _class_folders(tmp_path, per_class=20)
+    a, b = scan_folder(tmp_path, seed=0), scan_folder(tmp_path, seed=0)
+    assert a.layout == "class-folders"
+    assert a.files == b.files
+    for split in ("train", "val", "test"):
+        labels = [y for _, y in a.files[split]]
+        assert labels.count(0) == labels.count(1) > 0
+    everything = [p for split in a.files.values() for p, _ in split]
+    assert len(everything) == len(set(everything)) == 40
+
+
+def test_one_extra_top_folder_is_stepped_into(tmp_path):
+    _class_folders(tmp_path / "archive", per_class=10)
+    assert scan_folder(tmp_path).root == tmp_path / "archive"
+
+
+def test_fewer_than_two_classes_is_an_error_naming_the_folder(tmp_path):
+    _class_folders(tmp_path / "data", per_class=5, classes=("only",))
+    (tmp_path / "data" / "notes").mkdir()
+    with pytest.raises(UsageError, match="notes has no images"):
+        scan_folder(tmp_path / "data")
+
+
+def test_bad_files_are_skipped_with_their_reason_and_good_ones_kept(tmp_path):
+    root = _class_folders(tmp_path / "d", per_class=10)
+    (root / "cats" / "empty.jpg").write_bytes(b"")
+    (root / "cats" / "fake.jpg").write_text("not an image")
+    (root / "dogs" / "readme.txt").write_text("hello")
+    folder = scan_folder(root)
+    cache = build_cache(folder, 16, tmp_path / "cache")
+    report = cache.report()
+    reasons = {r["path"].rsplit("/", 1)[1]: r["reason"] for r in report["skipped"]}
+    assert reasons["empty.jpg"] == "empty file (0 bytes)"
+    assert reasons["fake.jpg"].startswith("not a readable image")
+    assert reasons["readme.txt"].startswith("not an image file")
+    assert sum(cache.sizes.values()) == 20
+    assert sum(sum(c.values()) for c in report["images"].values()) == 20
+
+
+def test_cache_is_decoded_once_and_rebuilt_when_a_file_changes(tmp_path):
+    root = _class_folders(tmp_path / "d", per_class=10)
+    first = build_cache(scan_folder(root), 16, tmp_path / "cache")
+    x, y = first.load("train")
+    assert x.dtype == np.uint8 and x.shape[1:] == (16, 16, 3) and len(x) == len(y)
+    again = build_cache(scan_folder(root), 16, tmp_path / "cache")
+    assert again.path == first.path
+    write_image(root / "cats" / "0.png", colour=(1, 2, 3), size=(50, 20))
+    changed = build_cache(scan_folder(root), 16, tmp_path / "cache")
+    assert changed.fingerprint != first.fingerprint
+    assert json.loads((changed.path / "meta.json").read_text())["fingerprint"] == changed.fingerprint
+
+
+def test_identical_images_in_two_splits_are_reported(tmp_path):
+    for split in ("train", "val", "test"):
+        _class_folders(tmp_path / split, per_class=2)
+    report = build_cache(scan_folder(tmp_path), 16, tmp_path / "cache").report()
+    assert report["duplicates_across_splits"], "same pixels in train, val and test should be listed"

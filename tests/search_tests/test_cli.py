@@ -1,0 +1,55 @@
+"""Bad input exits 2 with one clear line, before Ray starts."""
+
+import subprocess
+import sys
+
+import pytest
+
+from search import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eggs", "--demo"], "unknown task 'eggs'; did you mean egg"),
+        (["egg", "--demo", "--trials", "0"], "--trials must be a positive whole number, got 0"),
+        (["egg", "--demo", "--max-epochs", "-1"], "--max-epochs must be a positive whole number, got -1"),
+        (["egg", "--data", "/nonexistent/eggs"], "--data /nonexistent/eggs does not exist"),
+        (["egg", "--demo", "--gpus-per-trial", "1.5"], "--gpus-per-trial must be a fraction up to 1"),
+    ],
+)
+def test_bad_arguments_exit_2_with_the_reason(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEARCH_DATA", str(tmp_path / "datasets"))
+    assert main(["sports"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "datasets" / "sports") in err and "data/sports" in err
+    assert "kaggle datasets download -d gpiosenka/sports-classification" in err
+
+
+def test_unknown_backbone_suggests_timm_names_and_starts_nothing(tiny_eggs, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "search", str(tiny_eggs), "--backbones", "resnet81", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "unknown backbone 'resnet81'; did you mean resnet18" in proc.stderr
+    assert "Ray dashboard" not in proc.stdout and "ray" not in proc.stderr.lower()
+    assert not (tmp_path / tiny_eggs.name).exists()
+
+
+def test_tasks_command_lists_every_task_and_whether_its_data_was_found(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for name in ("egg", "sports", "anime"):
+        assert f"{name}: " in out
+    assert "data: not found" in out or "data: " in out
