@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 7
 RENDER = 2  # supersampling factor: shapes are drawn at RENDER x size, then downsampled (anti-aliasing)
 DEMO_SPLITS = {"train": 300, "valid": 60, "test": 100}  # images per class
 
@@ -68,7 +68,7 @@ def _shaded_shell(rng: np.random.Generator, size: int, cx: float, cy: float, a: 
     light /= np.linalg.norm(light)
     lambert = np.clip(u * light[0] + v * light[1] + z * light[2], 0, 1)
     specular = lambert**30 * rng.uniform(0.1, 0.4)
-    ambient = rng.uniform(0.35, 0.55)
+    ambient = rng.uniform(0.45, 0.6)
     return shell[None, None, :] * (ambient + (1 - ambient) * lambert)[..., None] + 255 * specular[..., None]
 
 
@@ -84,6 +84,7 @@ def _crack(
 ) -> None:
     heading = rng.uniform(0, 2 * np.pi)
     points = [(x, y)]
+    branches = []
     step = length / rng.integers(5, 9)
     for _ in range(int(length / step)):
         heading += rng.uniform(-1.1, 1.1)
@@ -91,8 +92,12 @@ def _crack(
         points.append((x, y))
         if rng.random() < 0.25:  # a short branch
             bh = heading + rng.choice([-1, 1]) * rng.uniform(0.6, 1.3)
-            draw.line([(x, y), (x + step * np.cos(bh), y + step * np.sin(bh))], fill=fill, width=max(1, width - 1))
-    draw.line(points, fill=fill, width=width, joint="curve")
+            branches.append([(x, y), (x + step * np.cos(bh), y + step * np.sin(bh))])
+    rim = (235, 228, 210, 255)  # the broken edge catches the light, so cracks show on dark shells too
+    for colour, extra in ((rim, 2 * RENDER), (fill, 0)):
+        draw.line(points, fill=colour, width=width + extra, joint="curve")
+        for branch in branches:
+            draw.line(branch, fill=colour, width=max(1, width - RENDER) + extra)
 
 
 def render_egg(seed: tuple[int, ...], broken: bool, size: int = 128) -> Image.Image:
@@ -128,37 +133,40 @@ def render_egg(seed: tuple[int, ...], broken: bool, size: int = 128) -> Image.Im
     # Distractors on every egg: speckles, stains, yellow things nearby; colour is not the label.
     for _ in range(int(rng.integers(0, 30)) if rng.random() < 0.6 else 0):
         x, y = on_egg(0.9)
-        r = rng.uniform(0.5, 2.0) * RENDER
+        r = rng.uniform(0.4, 1.3) * RENDER
         draw.ellipse([x - r, y - r, x + r, y + r], fill=(90, 60, 40, int(rng.integers(120, 230))))
     for _ in range(int(rng.integers(0, 3))):
         x, y = on_egg(0.8)
         _blob(draw, rng, x, y, a * rng.uniform(0.08, 0.2), (200, 150, 60, int(rng.integers(50, 130))))
-    if rng.random() < 0.45:
+    if rng.random() < 0.25:  # a smooth yellow object beside the egg (a lemon, a sponge)
         ang = rng.uniform(0, 2 * np.pi)
         dist = a * rng.uniform(1.0, 1.4)
-        _blob(
-            draw,
-            rng,
-            cx + dist * np.cos(ang),
-            cy + dist * np.sin(ang),
-            a * rng.uniform(0.2, 0.4),
-            (235, int(rng.integers(150, 200)), 30, 255),
-        )
+        x, y = cx + dist * np.cos(ang), cy + dist * np.sin(ang)
+        rx, ry = a * rng.uniform(0.2, 0.4), a * rng.uniform(0.15, 0.3)
+        draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=(235, int(rng.integers(150, 200)), 30, 255))
 
     if broken:
-        chosen = [kind for kind, p in (("crack", 0.8), ("chip", 0.45), ("yolk", 0.35)) if rng.random() < p]
+        chosen = [kind for kind, p in (("crack", 0.8), ("chip", 0.45), ("yolk", 0.2)) if rng.random() < p]
         if "crack" not in chosen and "chip" not in chosen:
             chosen.append(("crack", "chip")[int(rng.integers(2))])
         dark = tuple(int(c) for c in rng.uniform(20, 70, 3)) + (255,)
+        damage = Image.new("RGBA", (big, big), (0, 0, 0, 0))  # cracks and chips stay on the shell
+        damage_draw = ImageDraw.Draw(damage)
         if "crack" in chosen:
             for _ in range(int(rng.integers(1, 4))):
                 x, y = on_egg(0.5)
-                _crack(draw, rng, x, y, a * rng.uniform(0.7, 1.3), int(rng.integers(2, 4)) * RENDER, dark)
+                _crack(damage_draw, rng, x, y, a * rng.uniform(0.9, 1.5), int(rng.integers(3, 6)) * RENDER, dark)
         if "chip" in chosen:
             phi = rng.uniform(0, 2 * np.pi)
             ex = cx + 0.85 * a * np.cos(phi) * np.cos(theta) - 0.85 * b * np.sin(phi) * np.sin(theta)
             ey = cy + 0.85 * a * np.cos(phi) * np.sin(theta) + 0.85 * b * np.sin(phi) * np.cos(theta)
-            _blob(draw, rng, ex, ey, a * rng.uniform(0.22, 0.38), dark)
+            r = a * rng.uniform(0.28, 0.42)
+            _blob(damage_draw, rng, ex, ey, r * 1.15, (235, 228, 210, 255))
+            _blob(damage_draw, rng, ex, ey, r, dark)
+        alpha = np.minimum(np.asarray(damage.getchannel("A")), np.asarray(mask))
+        damage.putalpha(Image.fromarray(alpha))
+        canvas.paste(damage, (0, 0), damage)
+        draw = ImageDraw.Draw(canvas, "RGBA")
         if "yolk" in chosen:
             x, y = on_egg(0.9)
             r = a * rng.uniform(0.25, 0.4)
