@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from datasets import UsageError, get_task, list_tasks
+from results import best_markdown
+from search.options import SearchOptions
 
 COMMANDS = ("tasks", "report")
 
@@ -85,38 +88,16 @@ def _search_command(argv: Sequence[str]) -> int:
         if dashboard:
             print(f"Ray dashboard: {dashboard}", flush=True)
         for item in prepared:
-            record = run_task(item)
-            print((item.options.task_dir / "best.md").read_text(), flush=True)
-            del record
+            print(best_markdown(run_task(item)), flush=True)
     summary = write_summary(args.out)
     if len(prepared) > 1:
         print(summary)
     return 0
 
 
-def _options(name: str, args: argparse.Namespace):
-    from search.options import SearchOptions
-
-    return SearchOptions(
-        task=name,
-        data=args.data,
-        demo=args.demo,
-        out=args.out,
-        trials=args.trials,
-        max_epochs=args.max_epochs,
-        backbones=args.backbones,
-        image_size=args.image_size,
-        pretrained=args.pretrained,
-        weights=args.weights,
-        gpus_per_trial=args.gpus_per_trial,
-        cpus_per_trial=args.cpus_per_trial,
-        concurrency=args.concurrency,
-        address=args.address,
-        storage=args.storage,
-        resume=args.resume,
-        retrain=args.retrain,
-        seed=args.seed,
-    )
+def _options(name: str, args: argparse.Namespace) -> SearchOptions:
+    fields = {f.name for f in dataclasses.fields(SearchOptions)} - {"task"}
+    return SearchOptions(task=name, **{k: v for k, v in vars(args).items() if k in fields})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
 import ray
@@ -16,8 +16,7 @@ from trainables import TrialSetup, retrain
 def run_retrain(config: dict, setup: TrialSetup, resources: Resources) -> dict:
     """The retrain as a Ray task, so it runs where the cluster has room (a GPU node when trials used GPUs)."""
     remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(retrain)
-    whole_node = TrialSetup(setup.data, setup.max_epochs, setup.seed, resources.retrain_cpus, setup.weights)
-    return ray.get(remote.remote(config, whole_node))
+    return ray.get(remote.remote(config, dataclasses.replace(setup, cpus=resources.retrain_cpus)))
 
 
 def save_model(directory: Path, outcome: dict, config: dict, classes: list[str], image_size: int) -> None:
@@ -36,7 +35,3 @@ def save_model(directory: Path, outcome: dict, config: dict, classes: list[str],
         },
     )
     write_json(directory / "labels.json", classes)
-
-
-def load_model_config(directory: Path) -> dict:
-    return json.loads((directory / "config.json").read_text())

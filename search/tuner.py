@@ -93,5 +93,11 @@ def _record(result: tune.Result) -> dict:
         "config": {k: v for k, v in (result.config or {}).items()},
         "history": history,
         "node": last.get("node", ""),
-        "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}".splitlines()[0],
+        "error": None if result.error is None else _error_line(result.error),
     }
+
+
+def _error_line(error: BaseException) -> str:
+    """The original exception's last line (``ValueError: ...``), not Ray's wrapper and traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

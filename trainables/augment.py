@@ -34,8 +34,8 @@ def augment(x: torch.Tensor, strength: float, generator: torch.Generator) -> tor
     theta = torch.stack(
         [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
     )
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="reflection", align_corners=False)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     brightness = (1 + uniform(MAX_COLOUR * strength)).view(b, 1, 1, 1).to(x)
     contrast = (1 + uniform(MAX_COLOUR * strength)).view(b, 1, 1, 1).to(x)

@@ -22,7 +22,7 @@ def _atomic(path: Path, write) -> None:
 def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
     """Everything needed to continue after ``epoch`` epochs."""
     directory = Path(directory)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _atomic(directory / MODEL_FILE, lambda p: save_file(state, str(p)))
     trainer = {"optimizer": optimizer.state_dict(), "epoch": epoch, "torch_rng": torch.get_rng_state()}
     _atomic(directory / TRAINER_FILE, lambda p: torch.save(trainer, p))

@@ -61,8 +61,8 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> flo
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    m = torch.tensor(mean).view(1, -1, 1, 1).to(x)
+    s = torch.tensor(std).view(1, -1, 1, 1).to(x)
     return (x - m) / s
 
 
@@ -90,6 +90,7 @@ def train_epoch(
     step: int,
     total_steps: int,
     base_lr: float,
+    device: torch.device,
 ) -> tuple[float, int, float]:
     """One pass over ``data``; returns (mean loss, images seen, seconds). The order and augmentation depend only
     on (seed, epoch), so an epoch rerun after a restore sees the same batches."""
@@ -100,6 +101,7 @@ def train_epoch(
     total, seen, start = 0.0, 0, time.perf_counter()
     for idx in batches(len(data), batch_size, rng):
         x, y = data.batch(idx)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         x = normalize(augment(x, aug_strength, gen), mean, std)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, base_lr, warmup)
@@ -118,14 +120,16 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Images, num_classes: int, mean, std, batch_size: int = 128) -> dict:
+def evaluate(
+    model: nn.Module, data: Images, num_classes: int, mean, std, batch_size: int = 128, device: str = "cpu"
+) -> dict:
     """Loss, accuracy, macro-F1 and the confusion matrix on ``data``."""
     model.eval()
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     total = 0.0
     for idx in batches(len(data), batch_size):
         x, y = data.batch(idx)
-        logits = model(normalize(x, mean, std))
+        logits = model(normalize(x.to(device, non_blocking=True), mean, std)).float().cpu()
         total += F.cross_entropy(logits, y, reduction="sum").item()
         np.add.at(confusion, (y.numpy(), logits.argmax(1).numpy()), 1)
     n = max(1, int(confusion.sum()))

@@ -40,6 +40,11 @@ def _pretrained(setup: TrialSetup, backbone: str) -> dict[str, torch.Tensor] | N
     return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
 
 
+def _device() -> torch.device:
+    """The GPU Ray gave this worker, if any (Ray hides the others through CUDA_VISIBLE_DEVICES)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size + (1 if n % batch_size >= 2 else 0)
 
@@ -55,14 +60,16 @@ def fit(
     """Train ``config`` for ``setup.max_epochs`` epochs, calling ``on_epoch`` with each epoch's metrics."""
     torch.set_num_threads(max(1, setup.cpus))
     torch.manual_seed(setup.seed)
+    device = _device()
     num_classes = len(setup.data.classes)
     model = build_model(config.backbone, num_classes, _pretrained(setup, config.backbone))
     freeze(model, config.freeze_depth)
+    model.to(device)
     mean, std = normalization(model)
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
     start = 0
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        model.load_state_dict(resume["model"])  # before the optimizer's state, which follows the parameters' device
         optimizer.load_state_dict(resume["optimizer"])
         torch.set_rng_state(resume["torch_rng"])
         start = int(resume["epoch"])
@@ -82,10 +89,11 @@ def fit(
             step=epoch * per_epoch,
             total_steps=per_epoch * setup.max_epochs,
             base_lr=config.lr,
+            device=device,
         )
         metrics = {"epoch": epoch + 1, "train_loss": loss, "img_per_s": seen / max(seconds, 1e-9)}
         if val is not None:
-            result = evaluate(model, val, num_classes, mean, std)
+            result = evaluate(model, val, num_classes, mean, std, device=device)
             metrics.update(val_loss=result["loss"], val_acc=result["acc"], val_macro_f1=result["macro_f1"])
         on_epoch(metrics, model, optimizer)
     return model
@@ -126,7 +134,7 @@ def retrain(config: dict, setup: TrialSetup) -> dict:
         lambda metrics, *_: history.append({**metrics, "wall_s": time.perf_counter() - started}),
     )
     mean, std = normalization(model)
-    test = evaluate(model, Images([setup.data.load("test")]), len(setup.data.classes), mean, std)
+    test = evaluate(model, Images([setup.data.load("test")]), len(setup.data.classes), mean, std, device=_device())
     return {
         "test_acc": test["acc"],
         "test_macro_f1": test["macro_f1"],
@@ -135,6 +143,6 @@ def retrain(config: dict, setup: TrialSetup) -> dict:
         "history": history,
         "mean": list(mean),
         "std": list(std),
-        "state_dict": {k: v.detach().contiguous() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "wall_s": time.perf_counter() - started,
     }

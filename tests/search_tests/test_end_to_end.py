@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import datasets.synthetic
-from datasets import build_cache, scan_folder
+from datasets import build_cache, default_cache_root, scan_folder
 from results import EPOCH_COLUMNS, TRIAL_COLUMNS
 from search import main
 from tests.conftest import TINY_SPLITS
@@ -92,9 +92,7 @@ def test_saved_model_loads_with_timm_and_reproduces_the_test_accuracy(finished_s
     model = timm.create_model(config["backbone"], pretrained=False, num_classes=len(labels))
     model.load_state_dict(load_file(str(model_dir / "weights.safetensors")))
     best = json.loads((finished_search / "egg" / "best.json").read_text())
-    root = datasets.synthetic.make_demo_dataset(
-        "egg", build_cache.__globals__["default_cache_root"]() / "demo", per_class=TINY_SPLITS
-    )
+    root = datasets.synthetic.make_demo_dataset("egg", default_cache_root() / "demo", per_class=TINY_SPLITS)
     cache = build_cache(scan_folder(root), config["input_size"][-1])
     torch.set_num_threads(1)
     result = evaluate(model, Images([cache.load("test")]), len(labels), config["mean"], config["std"])
