@@ -52,6 +52,11 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> 
         yield chunk
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """How many batches ``batches`` yields in training (a last batch of one is dropped)."""
+    return n // batch_size + (1 if n % batch_size >= 2 else 0)
+
+
 def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> float:
     """Linear warm-up, then cosine decay to zero at ``total_steps``."""
     if step < warmup_steps:

@@ -20,7 +20,7 @@ from torch import nn
 from datasets import DataCache
 from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
-from trainables.loop import Images, evaluate, train_epoch
+from trainables.loop import Images, evaluate, steps_per_epoch, train_epoch
 from trainables.model import build_model, freeze, normalization, trainable_parameters
 
 
@@ -43,10 +43,6 @@ def _pretrained(setup: TrialSetup, backbone: str) -> dict[str, torch.Tensor] | N
 def _device() -> torch.device:
     """The GPU Ray gave this worker, if any (Ray hides the others through CUDA_VISIBLE_DEVICES)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return n // batch_size + (1 if n % batch_size >= 2 else 0)
 
 
 def fit(

@@ -3,6 +3,7 @@ import pytest
 
 from datasets import UsageError
 from trainables import Images, TrialConfig, lr_at, macro_f1
+from trainables.loop import batches, steps_per_epoch
 
 CONFIG = {
     "backbone": "resnet10t",
@@ -46,3 +47,9 @@ def test_images_reads_batches_across_parts_in_requested_order():
     assert y.tolist() == [0, 0, 1]
     assert np.array_equal((x[0] * 255).round().byte().permute(1, 2, 0).numpy(), b[1])
     assert np.array_equal((x[1] * 255).round().byte().permute(1, 2, 0).numpy(), a[0])
+
+
+def test_steps_per_epoch_counts_the_training_batches():
+    rng = np.random.default_rng(0)
+    for n, bs in ((10, 4), (9, 4), (8, 4), (1, 4), (33, 16)):
+        assert steps_per_epoch(n, bs) == sum(1 for _ in batches(n, bs, rng))

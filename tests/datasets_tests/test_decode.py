@@ -1,0 +1,101 @@
+"""Every kind of odd file a real image folder holds: decoded right, or skipped with its reason, never a crash."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets import build_cache, scan_folder
+from datasets.cache import decode
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge size: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "suffix"),
+    [("L", "PNG", ".png"), ("P", "PNG", ".png"), ("RGBA", "PNG", ".png"), ("CMYK", "JPEG", ".JPG"),
+     ("I;16", "PNG", ".png"), ("RGB", "WEBP", ".webp"), ("RGB", "BMP", ".bmp"), ("LA", "PNG", ".png")],
+)
+def test_every_colour_mode_becomes_rgb(tmp_path, mode, fmt, suffix):
+    path = tmp_path / f"image{suffix}"
+    img = Image.new(mode, (30, 20), 40000 if mode == "I;16" else (100 if len(mode) == 1 or mode == "P" else None))
+    img.save(path, format=fmt)
+    pixels, digest, reason = decode(str(path), 16)
+    assert reason == "" and pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8 and digest
+
+
+def test_sixteen_bit_keeps_its_brightness(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)).save(path)
+    pixels, _, _ = decode(str(path), 8)
+    assert pixels.min() == 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 20, 20))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    img.save(path, exif=exif.tobytes(), quality=95)
+    pixels, _, _ = decode(str(path), 20)
+    top, bottom = pixels[:5].mean(axis=(0, 1)), pixels[-5:].mean(axis=(0, 1))
+    assert top[2] > top[0] and bottom[0] > bottom[2], "the blue left half should end on top"
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    pixels, _, reason = decode(str(path), 16)
+    assert reason == "" and pixels[..., 0].mean() > 200 and pixels[..., 1].mean() < 50
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty file (0 bytes)"),
+        (b"just some text\n", "not a readable image"),
+        (_png_claiming(40000, 40000), "decompression bomb"),
+    ],
+)
+def test_unreadable_files_give_a_reason(tmp_path, content, reason):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    pixels, _, why = decode(str(path), 16)
+    assert pixels is None and why.startswith(reason)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_files_are_skipped_not_padded(tmp_path, fmt):
+    path = tmp_path / f"cut.{fmt.lower()}"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path, format=fmt)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    pixels, _, why = decode(str(path), 16)
+    assert pixels is None and why.startswith("not a readable image")
+
+
+def test_unicode_names_spaces_and_symlinks_are_read(tmp_path):
+    root = tmp_path / "data"
+    for cls in ("café crème", "日本"):
+        for i in range(4):
+            path = root / cls / f"photo {i} ü.PNG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20, 20), (i * 50, 10, 10)).save(path, format="PNG")
+    (root / "日本" / "link.png").symlink_to(root / "café crème" / "photo 0 ü.PNG")
+    folder = scan_folder(root)
+    assert folder.classes == ("café crème", "日本")
+    cache = build_cache(folder, 8, tmp_path / "cache")
+    assert sum(cache.sizes.values()) == 9 and not cache.report()["skipped"]
