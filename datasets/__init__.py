@@ -1,6 +1,6 @@
 """Tasks, image folders, the decode-once cache and the generated stand-in data."""
 
-from datasets.cache import DataCache, build_cache, default_cache_root
+from datasets.cache import DataCache, build_cache, default_cache_root, report_line
 from datasets.errors import UsageError
 from datasets.folders import ImageFolder, scan_folder
 from datasets.synthetic import make_demo_dataset, render_egg
@@ -18,5 +18,6 @@ __all__ = [
     "list_tasks",
     "make_demo_dataset",
     "render_egg",
+    "report_line",
     "scan_folder",
 ]

@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from datasets.errors import UsageError
 from datasets.folders import SPLITS, ImageFolder
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+MAX_UNREADABLE = 0.2  # a larger share of unreadable files means the folder is wrong, not a few files
+IMBALANCE_RATIO = 3.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,16 @@ class DataCache:
     def report(self) -> dict:
         """Images per split and class, skipped files with reasons, duplicates across splits."""
         return json.loads((self.path / "report.json").read_text())
+
+
+def report_line(report: dict) -> str:
+    """One line: images per split and how many files were skipped."""
+    per_split = ", ".join(f"{split} {sum(c.values())}" for split, c in report["images"].items())
+    total = sum(sum(c.values()) for c in report["images"].values())
+    line = f"{total} images in {len(report['classes'])} classes ({per_split}) from {report['root']}"
+    if report["skipped"]:
+        line += f"; skipped {len(report['skipped'])} files (reasons in data_report.json)"
+    return line
 
 
 def default_cache_root() -> Path:
@@ -102,6 +115,38 @@ def build_cache(folder: ImageFolder, image_size: int, root: Path | None = None) 
     )
 
 
+def _check_usable(folder: ImageFolder, counts: dict[str, dict[str, int]], skipped: list[dict[str, str]]) -> None:
+    listed = sum(len(items) for items in folder.files.values())
+    unreadable = [s for s in skipped if not s["reason"].startswith("not an image file")]
+    if listed and len(unreadable) / listed > MAX_UNREADABLE:
+        first = unreadable[0]
+        raise UsageError(
+            f"{len(unreadable)} of {listed} images in {folder.root} could not be read ({len(unreadable) / listed:.0%}, "
+            f"more than {MAX_UNREADABLE:.0%}), e.g. {first['path']}: {first['reason']}; fix or remove them"
+        )
+    for split, per_class in counts.items():
+        empty = [c for c, n in per_class.items() if n == 0]
+        if empty:
+            raise UsageError(
+                f"no readable images of class {', '.join(empty)} in the {split} split of {folder.root}; "
+                "add images or remove the class"
+            )
+
+
+def _warnings(counts: dict[str, dict[str, int]], duplicates: list) -> list[str]:
+    warnings = []
+    train = counts["train"]
+    if min(train.values()) * IMBALANCE_RATIO < max(train.values()):
+        big, small = max(train, key=train.get), min(train, key=train.get)
+        warnings.append(
+            f"strong class imbalance in train: {big} has {train[big]} images, {small} {train[small]}; "
+            "watch macro-F1 as well as accuracy"
+        )
+    if duplicates:
+        warnings.append(f"{len(duplicates)} identical images appear in more than one split (leakage); see the report")
+    return warnings
+
+
 def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
@@ -137,6 +182,11 @@ def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
             np.save(tmp / f"{split}_y.npy", np.array(labels, dtype=np.int64))
             sizes[split] = n
             counts[split] = {c: labels.count(i) for i, c in enumerate(folder.classes)}
+    try:
+        _check_usable(folder, counts, skipped)
+    except UsageError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     duplicates = [
         [{"split": s, "path": p} for s, p in places] for places in hashes.values() if len({s for s, _ in places}) > 1
     ]
@@ -147,6 +197,7 @@ def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
         "images": counts,
         "skipped": skipped,
         "duplicates_across_splits": duplicates,
+        "warnings": _warnings(counts, duplicates),
     }
     (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (tmp / "meta.json").write_text(

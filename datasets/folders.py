@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,28 @@ def _find_root(root: Path) -> Path:
     return root
 
 
+def _from_csv(root: Path, skipped: list[dict[str, str]]) -> dict[str, dict[str, list[str]]] | None:
+    """Kaggle's sports set ships an index (filepaths, labels, data set); use it when present."""
+    for index in sorted(root.glob("*.csv")):
+        with open(index, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+            if not {"filepaths", "labels", "data set"} <= set(columns):
+                continue
+            per_split: dict[str, dict[str, list[str]]] = {}
+            for row in reader:
+                split = SPLIT_ALIASES.get(row[columns["data set"]].strip().lower())
+                path = root / row[columns["filepaths"]].strip()
+                if split is None:
+                    skipped.append({"path": str(path), "reason": f"unknown split in {index.name}"})
+                elif not path.is_file():
+                    skipped.append({"path": str(path), "reason": f"listed in {index.name} but missing"})
+                else:
+                    per_split.setdefault(split, {}).setdefault(row[columns["labels"]].strip(), []).append(str(path))
+            return per_split or None
+    return None
+
+
 def scan_folder(
     root: str | Path, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> ImageFolder:
@@ -98,22 +121,24 @@ def scan_folder(
     root = _find_root(root)
     skipped: list[dict[str, str]] = []
     split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in _visible_dirs(root) if d.name.lower() in SPLIT_ALIASES}
+    indexed = _from_csv(root, skipped)
 
-    if "train" in split_dirs:
+    if indexed is not None and "train" in indexed:
+        per_split, layout = indexed, "CSV index"
+        split_dirs = {s: root / f"{s} (as the CSV index lists it)" for s in per_split}
+    elif "train" in split_dirs:
         per_split = {s: _class_files(d, skipped) for s, d in split_dirs.items()}
-        names = sorted(per_split["train"])
-        for split, found in per_split.items():
-            if sorted(found) != names:
-                diff = sorted(set(found) ^ set(names))
-                raise UsageError(
-                    f"class folders of {split_dirs[split]} differ from train's: {', '.join(diff)}; "
-                    "every split needs the same classes"
-                )
         layout = "train/val/test" if {"val", "test"} <= set(per_split) else "/".join(sorted(per_split))
     else:
-        per_split = {"all": _class_files(root, skipped)}
-        names = sorted(per_split["all"])
-        layout = "class-folders"
+        per_split, layout = {"all": _class_files(root, skipped)}, "class-folders"
+    names = sorted(per_split.get("train", per_split.get("all", {})))
+    for split, found in per_split.items():
+        if sorted(found) != names:
+            diff = sorted(set(found) ^ set(names))
+            raise UsageError(
+                f"class folders of {split_dirs[split]} differ from train's: {', '.join(diff)}; "
+                "every split needs the same classes"
+            )
     if len(names) < 2:
         raise UsageError(
             f"{root} has {len(names)} class folder(s); a classifier needs at least two "

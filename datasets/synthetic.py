@@ -1,4 +1,4 @@
-"""Generated stand-in data for ``--demo``: procedural intact and broken eggs written as a real JPEG folder.
+"""Generated stand-in data for ``--demo``, written once as a real JPEG folder; here the eggs and the registry.
 
 The classes are told apart by shape (jagged cracks, chipped shell), not by colour: intact eggs carry speckles,
 stains and yellow objects nearby, so that a colour statistic alone cannot separate them.
@@ -10,14 +10,18 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-GENERATOR_VERSION = 7
+from datasets.errors import UsageError
+from datasets.standins import FACES, SPORTS, render_face, render_sport
+
+GENERATOR_VERSION = 8
 RENDER = 2  # supersampling factor: shapes are drawn at RENDER x size, then downsampled (anti-aliasing)
-DEMO_SPLITS = {"train": 300, "valid": 60, "test": 100}  # images per class
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -180,44 +184,50 @@ def render_egg(seed: tuple[int, ...], broken: bool, size: int = 128) -> Image.Im
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def make_demo_dataset(
-    task: str, root: Path, seed: int = 0, per_class: dict[str, int] | None = None, size: int = 128
-) -> Path:
-    """Write the stand-in image folder for ``task`` under ``root`` once; later calls reuse it."""
-    if task != "egg":
-        from datasets.errors import UsageError
+@dataclass(frozen=True)
+class StandIn:
+    """How to draw a task's generated data: its classes, a renderer, and the image size on disk."""
 
+    classes: tuple[str, ...]
+    render: Callable[[tuple[int, ...], int, int], Image.Image]  # (seed, class index, size) -> image
+    size: int
+
+
+STANDINS = {
+    "egg": StandIn(("broken", "intact"), lambda seed, label, size: render_egg(seed, label == 0, size), 128),
+    "sports": StandIn(SPORTS, render_sport, 64),
+    "anime": StandIn(FACES, render_face, 64),
+}
+# images per class and split; "all" writes one folder of class folders, which the project splits (as anime's)
+DEMO_SIZES = {
+    "egg": {"train": 300, "valid": 60, "test": 100},
+    "sports": {"train": 16, "valid": 4, "test": 4},
+    "anime": {"all": 200},
+}
+
+
+def make_demo_dataset(task: str, root: Path, seed: int = 0, per_class: dict[str, int] | None = None) -> Path:
+    """Write the stand-in image folder for ``task`` under ``root`` once; later calls reuse it."""
+    if task not in STANDINS:
         raise UsageError(
-            f"--demo has generated data for the egg task only, not {task!r}; give --data DIR with real images"
+            f"--demo has generated data for {', '.join(STANDINS)}, not {task!r}; give --data DIR with real images"
         )
-    per_class = per_class or DEMO_SPLITS
+    standin, per_class = STANDINS[task], per_class or DEMO_SIZES[task]
     key = "-".join(f"{s}{n}" for s, n in per_class.items())
-    target = Path(root) / f"{task}-v{GENERATOR_VERSION}-seed{seed}-{size}px-{key}"
+    target = Path(root) / f"{task}-v{GENERATOR_VERSION}-seed{seed}-{standin.size}px-{key}"
     if (target / "generator.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     for s_idx, (split, n) in enumerate(per_class.items()):
-        for c_idx, cls in enumerate(("broken", "intact")):
-            folder = tmp / split / cls
+        for label, cls in enumerate(standin.classes):
+            folder = tmp / cls if split == "all" else tmp / split / cls
             folder.mkdir(parents=True)
             for i in range(n):
-                render_egg((seed, s_idx, c_idx, i), cls == "broken", size).save(
-                    folder / f"{cls}_{i:04d}.jpg", quality=90
-                )
-    (tmp / "generator.json").write_text(
-        json.dumps(
-            {
-                "task": task,
-                "version": GENERATOR_VERSION,
-                "seed": seed,
-                "size": size,
-                "per_class": per_class,
-                "synthetic": True,
-            },
-            indent=2,
-        )
-    )
+                image = standin.render((seed, s_idx, label, i), label, standin.size)
+                image.save(folder / f"{i:04d}.jpg", quality=90)
+    meta = {"task": task, "version": GENERATOR_VERSION, "seed": seed, "per_class": per_class, "synthetic": True}
+    (tmp / "generator.json").write_text(json.dumps(meta, indent=2))
     try:
         os.replace(tmp, target)
     except OSError:  # another process wrote it first

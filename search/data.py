@@ -59,7 +59,25 @@ def how_to_get(task: Task) -> str:
     return f"put its images in class folders data/{task.name}/{{{classes}}}/ and pass --data data/{task.name}"
 
 
-def find_data(task: Task, data: str | None) -> Path:
+def download(task: Task) -> Path:
+    """Fetch the task's Kaggle dataset with ``kagglehub`` (Kaggle credentials as kagglehub reads them)."""
+    if not task.kaggle:
+        raise UsageError(f"task {task.name!r} has no Kaggle dataset to download; {how_to_get(task)}")
+    try:
+        import kagglehub
+    except ImportError:
+        raise UsageError(
+            f"--download needs Kaggle's client: pip install kagglehub (then set up credentials), or {how_to_get(task)}"
+        ) from None
+    try:
+        return Path(kagglehub.dataset_download(task.kaggle))
+    except Exception as e:  # noqa: BLE001 - network, credentials, quota: all mean "not downloaded"
+        raise UsageError(
+            f"could not download {task.kaggle} with kagglehub ({type(e).__name__}: {e}); {how_to_get(task)}"
+        ) from None
+
+
+def find_data(task: Task, data: str | None, fetch: bool = False) -> Path:
     if data is not None:
         path = Path(data).expanduser()
         if not path.is_dir():
@@ -69,14 +87,22 @@ def find_data(task: Task, data: str | None) -> Path:
     for place in places:
         if place.is_dir():
             return place
+    if fetch:
+        return download(task)
+    offer = " or pass --download to fetch it with kagglehub," if task.kaggle else ""
     raise UsageError(
         f"no data for task {task.name!r}; looked in {', '.join(map(str, places))}. "
-        f"{how_to_get(task)}, or run with --demo for generated stand-in data"
+        f"{how_to_get(task)},{offer} or run with --demo for generated stand-in data"
     )
 
 
 def prepare(
-    name: str, data: str | None, demo: bool, image_size: int | None, cache_root: Path | None = None
+    name: str,
+    data: str | None,
+    demo: bool,
+    image_size: int | None,
+    cache_root: Path | None = None,
+    fetch: bool = False,
 ) -> TaskData:
     """Locate (or generate), scan and decode a task's images once."""
     resolved = resolve_task(name)
@@ -88,7 +114,7 @@ def prepare(
     elif demo:
         root = make_demo_dataset(resolved.name, cache_root / "demo")
     else:
-        root = find_data(resolved, data)
+        root = find_data(resolved, data, fetch)
     folder = scan_folder(root, seed=SPLIT_SEED)
     task = resolved if isinstance(resolved, Task) else folder_task(root.name, folder.classes, "class-folders")
     if len(folder.classes) != task.num_classes:

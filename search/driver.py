@@ -12,6 +12,7 @@ from pathlib import Path
 
 import ray
 
+from datasets import report_line
 from results import (
     best_markdown,
     best_trial,
@@ -46,7 +47,13 @@ class Prepared:
     """Everything checked and loaded before Ray starts: bad input fails here, with nothing started."""
 
     def __init__(self, options: SearchOptions):
-        self.data = prepare(options.task, options.data, options.demo, options.requested_image_size())
+        self.data = prepare(
+            options.task, options.data, options.demo, options.requested_image_size(), fetch=options.download
+        )
+        report = self.data.cache.report()
+        log.info("%s: %s", self.data.task.name, report_line(report))
+        for warning in report.get("warnings", []):
+            log.warning("%s: %s", self.data.task.name, warning)
         self.options: ResolvedOptions = options.for_task(self.data.task)
         validate_backbones(list(self.options.backbones))
         self.weights = resolve_weights(list(self.options.backbones), self.options.pretrained, self.options.weights)

@@ -33,6 +33,7 @@ class SearchOptions:
     address: str | None = None
     storage: str | None = None
     resume: bool = False
+    download: bool = False
     retrain: bool = True
     seed: int = 0
 

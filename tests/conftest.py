@@ -32,7 +32,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def tiny_eggs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real JPEG folder, train/valid/test/{broken,intact}, 40 small images per class."""
-    return make_demo_dataset("egg", tmp_path_factory.mktemp("eggs"), per_class=TINY_SPLITS, size=48)
+    return make_demo_dataset("egg", tmp_path_factory.mktemp("eggs"), per_class=TINY_SPLITS)
 
 
 def write_image(path: Path, colour=(200, 30, 30), size=(40, 30), mode="RGB", fmt=None) -> Path:

@@ -23,8 +23,16 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize(
     ("mode", "fmt", "suffix"),
-    [("L", "PNG", ".png"), ("P", "PNG", ".png"), ("RGBA", "PNG", ".png"), ("CMYK", "JPEG", ".JPG"),
-     ("I;16", "PNG", ".png"), ("RGB", "WEBP", ".webp"), ("RGB", "BMP", ".bmp"), ("LA", "PNG", ".png")],
+    [
+        ("L", "PNG", ".png"),
+        ("P", "PNG", ".png"),
+        ("RGBA", "PNG", ".png"),
+        ("CMYK", "JPEG", ".JPG"),
+        ("I;16", "PNG", ".png"),
+        ("RGB", "WEBP", ".webp"),
+        ("RGB", "BMP", ".bmp"),
+        ("LA", "PNG", ".png"),
+    ],
 )
 def test_every_colour_mode_becomes_rgb(tmp_path, mode, fmt, suffix):
     path = tmp_path / f"image{suffix}"

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from datasets import UsageError, build_cache, scan_folder
+from datasets import UsageError, build_cache, report_line, scan_folder
 from tests.conftest import write_image
 
 
@@ -81,3 +81,61 @@ def test_identical_images_in_two_splits_are_reported(tmp_path):
         _class_folders(tmp_path / split, per_class=2)
     report = build_cache(scan_folder(tmp_path), 16, tmp_path / "cache").report()
     assert report["duplicates_across_splits"], "same pixels in train, val and test should be listed"
+
+
+def test_train_and_test_only_carves_validation_from_train(tmp_path):
+    for split in ("train", "test"):
+        _class_folders(tmp_path / split, per_class=10)
+    folder = scan_folder(tmp_path)
+    assert folder.layout == "test/train"
+    assert len(folder.files["test"]) == 20
+    assert len(folder.files["train"]) + len(folder.files["val"]) == 20 and folder.files["val"]
+
+
+def test_kaggle_csv_index_is_used_when_present(tmp_path):
+    rows = ["class id,filepaths,labels,data set"]
+    for split in ("train", "valid", "test"):
+        for i, c in enumerate(("air hockey", "archery")):
+            for k in range(2):
+                write_image(tmp_path / split / c / f"{k}.jpg", colour=(k, i, 9), fmt="JPEG")
+                rows.append(f"{i},{split}/{c}/{k}.jpg,{c},{split}")
+    write_image(tmp_path / "train" / "archery" / "unlisted.jpg", fmt="JPEG")
+    rows.append("1,train/archery/gone.jpg,archery,train")
+    (tmp_path / "sports.csv").write_text("\n".join(rows) + "\n")
+    folder = scan_folder(tmp_path)
+    assert folder.layout == "CSV index" and folder.classes == ("air hockey", "archery")
+    assert {s: len(v) for s, v in folder.files.items()} == {"train": 4, "val": 4, "test": 4}
+    assert [s["reason"] for s in folder.skipped] == ["listed in sports.csv but missing"]
+
+
+def test_class_sets_that_differ_between_splits_are_an_error(tmp_path):
+    _class_folders(tmp_path / "train", per_class=2)
+    _class_folders(tmp_path / "valid", per_class=2, classes=("cats", "birds"))
+    with pytest.raises(UsageError, match="differ from train's: birds, dogs"):
+        scan_folder(tmp_path)
+
+
+def test_a_class_too_small_to_split_is_an_error(tmp_path):
+    _class_folders(tmp_path, per_class=2)
+    with pytest.raises(UsageError, match="too few to split"):
+        scan_folder(tmp_path)
+
+
+def test_mostly_unreadable_folder_is_an_error_naming_it(tmp_path):
+    root = _class_folders(tmp_path / "d", per_class=10)
+    for c in ("cats", "dogs"):
+        for k in range(5):
+            (root / c / f"broken{k}.jpg").write_text("not a picture")
+    with pytest.raises(UsageError, match=r"10 of 30 images in .*/d could not be read \(33%, more than 20%\)"):
+        build_cache(scan_folder(root), 16, tmp_path / "cache")
+
+
+def test_imbalance_and_leakage_are_warned_about_and_summarised(tmp_path):
+    root = tmp_path / "d"
+    for k in range(40):
+        write_image(root / "many" / f"{k}.png", colour=(k, 1, 1))
+    for k in range(10):
+        write_image(root / "few" / f"{k}.png", colour=(1, k, 200))
+    report = build_cache(scan_folder(root), 16, tmp_path / "cache").report()
+    assert any("strong class imbalance" in w and "macro-F1" in w for w in report["warnings"])
+    assert report_line(report).startswith("50 images in 2 classes (train ")

@@ -53,3 +53,11 @@ def test_tasks_command_lists_every_task_and_whether_its_data_was_found(capsys):
     for name in ("egg", "sports", "anime"):
         assert f"{name}: " in out
     assert "data: not found" in out or "data: " in out
+
+
+def test_download_without_kaggles_client_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEARCH_DATA", str(tmp_path / "datasets"))
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # as on a machine without it
+    assert main(["sports", "--download"]) == 2
+    assert "pip install kagglehub" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from trainables import Images, evaluate
 def finished_search(ray_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     patch = pytest.MonkeyPatch()
-    patch.setattr(datasets.synthetic, "DEMO_SPLITS", TINY_SPLITS)  # the demo's pipeline on fewer images
+    patch.setitem(datasets.synthetic.DEMO_SIZES, "egg", TINY_SPLITS)  # the demo's pipeline on fewer images
     try:
         code = main(
             [
