@@ -2,7 +2,7 @@
 
 from datasets.cache import DataCache, build_cache, default_cache_root, report_line
 from datasets.errors import UsageError
-from datasets.folders import ImageFolder, scan_folder
+from datasets.folders import ImageFolder, scan_folder, split_map
 from datasets.synthetic import make_demo_dataset, render_egg
 from datasets.tasks import Task, folder_task, get_task, list_tasks
 
@@ -20,4 +20,5 @@ __all__ = [
     "render_egg",
     "report_line",
     "scan_folder",
+    "split_map",
 ]

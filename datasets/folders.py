@@ -25,6 +25,7 @@ class ImageFolder:
     classes: tuple[str, ...]
     files: dict[str, list[tuple[str, int]]]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    made_splits: tuple[str, ...] = ()  # the splits the project carved (stored with the results, see split_map)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per split and class."""
@@ -112,9 +113,14 @@ def _from_csv(root: Path, skipped: list[dict[str, str]]) -> dict[str, dict[str, 
 
 
 def scan_folder(
-    root: str | Path, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15
+    root: str | Path,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    keep: dict[str, str] | None = None,
 ) -> ImageFolder:
-    """Detect the layout of ``root`` and list its images; splits the project makes are stratified and seeded."""
+    """Detect the layout of ``root`` and list its images. Splits the project makes are stratified and seeded, or
+    taken from ``keep`` (relative path -> split, as ``split_map`` gives) so that a rerun sees the same split."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UsageError(f"data folder {root} does not exist or is not a folder")
@@ -150,7 +156,11 @@ def scan_folder(
 
     files = {s: flat(found) for s, found in per_split.items()}
     carve = [s for s in ("val", "test") if s not in files]
-    if carve:
+    if carve and keep:
+        items = files.pop("all" if "all" in files else "train")
+        for split in ("train", *carve):  # files new since the stored split join train: no test image leaks
+            files[split] = [it for it in items if keep.get(os.path.relpath(it[0], root), "train") == split]
+    elif carve:
         source = "all" if "all" in files else "train"
         items = files.pop(source)
         labels = np.array([y for _, y in items])
@@ -159,5 +169,15 @@ def scan_folder(
         for split, idx in zip(("train", *carve), parts, strict=True):
             files[split] = [items[i] for i in idx]
     return ImageFolder(
-        root=root, layout=layout, classes=tuple(names), files={s: files[s] for s in SPLITS}, skipped=skipped
+        root=root,
+        layout=layout,
+        classes=tuple(names),
+        files={s: files[s] for s in SPLITS},
+        skipped=skipped,
+        made_splits=tuple(carve),
     )
+
+
+def split_map(folder: ImageFolder) -> dict[str, str]:
+    """Each file's split by its path relative to the root, to store and pass back as ``keep``."""
+    return {os.path.relpath(p, folder.root): split for split, items in folder.files.items() for p, _ in items}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from datasets import (
     list_tasks,
     make_demo_dataset,
     scan_folder,
+    split_map,
 )
+from results import write_json
 
 DATA_ENV = "SEARCH_DATA"  # a root holding one folder per task
 SPLIT_SEED = 0  # fixed, so that searches with different --seed compare on the same split
@@ -103,8 +106,10 @@ def prepare(
     image_size: int | None,
     cache_root: Path | None = None,
     fetch: bool = False,
+    split_file: Path | None = None,
 ) -> TaskData:
-    """Locate (or generate), scan and decode a task's images once."""
+    """Locate (or generate), scan and decode a task's images once. Splits the project makes are written to
+    ``split_file`` and read back from it on a rerun."""
     resolved = resolve_task(name)
     cache_root = cache_root or default_cache_root()
     if isinstance(resolved, Path):
@@ -115,8 +120,11 @@ def prepare(
         root = make_demo_dataset(resolved.name, cache_root / "demo")
     else:
         root = find_data(resolved, data, fetch)
-    folder = scan_folder(root, seed=SPLIT_SEED)
-    task = resolved if isinstance(resolved, Task) else folder_task(root.name, folder.classes, "class-folders")
+    keep = json.loads(split_file.read_text()) if split_file is not None and split_file.is_file() else None
+    folder = scan_folder(root, seed=SPLIT_SEED, keep=keep)
+    if split_file is not None and folder.made_splits:
+        write_json(split_file, split_map(folder))
+    task = resolved if isinstance(resolved, Task) else folder_task(resolved.name, folder.classes, "class-folders")
     if len(folder.classes) != task.num_classes:
         raise UsageError(
             f"{root} has {len(folder.classes)} classes ({', '.join(folder.classes[:5])}...) but task "

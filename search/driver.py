@@ -28,7 +28,7 @@ from results import (
 )
 from search.backbones import validate_backbones
 from search.cluster import plan_resources
-from search.data import prepare
+from search.data import prepare, resolve_task
 from search.options import ResolvedOptions, SearchOptions
 from search.retrain import run_retrain, save_model
 from search.tuner import run_trials
@@ -47,8 +47,14 @@ class Prepared:
     """Everything checked and loaded before Ray starts: bad input fails here, with nothing started."""
 
     def __init__(self, options: SearchOptions):
+        out = Path(options.out).expanduser().resolve() / resolve_task(options.task).name
         self.data = prepare(
-            options.task, options.data, options.demo, options.requested_image_size(), fetch=options.download
+            options.task,
+            options.data,
+            options.demo,
+            options.requested_image_size(),
+            fetch=options.download,
+            split_file=out / "split.json",
         )
         report = self.data.cache.report()
         log.info("%s: %s", self.data.task.name, report_line(report))

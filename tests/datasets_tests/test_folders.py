@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from datasets import UsageError, build_cache, report_line, scan_folder
+from datasets import UsageError, build_cache, report_line, scan_folder, split_map
 from tests.conftest import write_image
 
 
@@ -139,3 +139,15 @@ def test_imbalance_and_leakage_are_warned_about_and_summarised(tmp_path):
     report = build_cache(scan_folder(root), 16, tmp_path / "cache").report()
     assert any("strong class imbalance" in w and "macro-F1" in w for w in report["warnings"])
     assert report_line(report).startswith("50 images in 2 classes (train ")
+
+
+def test_a_stored_split_is_kept_and_new_files_join_train(tmp_path):
+    root = _class_folders(tmp_path / "d", per_class=20)
+    first = scan_folder(root, seed=0)
+    assert first.made_splits == ("val", "test")
+    stored = split_map(first)
+    write_image(root / "cats" / "new.png", colour=(9, 9, 9))
+    again = scan_folder(root, seed=123, keep=stored)  # another seed: the stored split still wins
+    for split in ("val", "test"):
+        assert again.files[split] == first.files[split]
+    assert len(again.files["train"]) == len(first.files["train"]) + 1
