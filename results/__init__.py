@@ -12,6 +12,7 @@ from results.tables import (
     status_counts,
     summary_frame,
     summary_markdown,
+    top_configs,
     trials_frame,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "status_counts",
     "summary_frame",
     "summary_markdown",
+    "top_configs",
     "trials_frame",
     "write_csv",
     "write_json",

@@ -10,7 +10,16 @@ import math
 
 import pandas as pd
 
-CONFIG_COLUMNS = ["backbone", "freeze_depth", "aug_strength", "lr", "weight_decay", "batch_size", "label_smoothing"]
+CONFIG_COLUMNS = [
+    "backbone",
+    "freeze_depth",
+    "aug_strength",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "label_smoothing",
+    "dropout",
+]
 EPOCH_COLUMNS = ["trial_id", "epoch", "train_loss", "val_loss", "val_acc", "val_macro_f1", "img_per_s", "wall_s"]
 TRIAL_COLUMNS = [
     "trial_id",
@@ -81,6 +90,17 @@ def best_trial(trials: pd.DataFrame) -> pd.Series:
         raise ValueError("no trial finished an epoch with finite validation metrics; see trials.parquet's error")
     ranked = ok.sort_values(["val_acc", "val_loss", "epochs_run"], ascending=[False, True, True])
     return ranked.iloc[0]
+
+
+def top_configs(trials: pd.DataFrame, k: int, backbones: tuple[str, ...] | list[str]) -> list[dict]:
+    """The ``k`` best finished configurations whose backbone is in ``backbones``, as search-space dicts."""
+    ok = trials[trials["val_acc"].map(_finite) & (trials["status"] != "ERROR") & trials["backbone"].isin(backbones)]
+    ranked = ok.sort_values(["val_acc", "val_loss"], ascending=[False, True]).head(k)
+    return [
+        {c: (row[c].item() if hasattr(row[c], "item") else row[c]) for c in CONFIG_COLUMNS if c in row}
+        | ({} if "dropout" in row else {"dropout": 0.0})
+        for _, row in ranked.iterrows()
+    ]
 
 
 def status_counts(trials: pd.DataFrame) -> dict[str, int]:

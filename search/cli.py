@@ -44,6 +44,7 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--storage", help="where Ray Tune keeps experiment state (default OUT/TASK/tune)")
     p.add_argument("--download", action="store_true", help="fetch a missing Kaggle dataset with kagglehub")
+    p.add_argument("--warm-start", help="an earlier search's OUT/TASK folder: its best configurations run first")
     p.add_argument("--resume", action="store_true", help="continue this task's interrupted search in OUT")
     p.add_argument("--no-retrain", dest="retrain", action="store_false", help="skip retraining the best config")
     p.add_argument("--seed", type=int, default=0)

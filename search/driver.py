@@ -10,16 +10,19 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import pandas as pd
 import ray
 
-from datasets import report_line
+from datasets import UsageError, report_line
 from results import (
+    CONFIG_COLUMNS,
     best_markdown,
     best_trial,
     epochs_frame,
     status_counts,
     summary_frame,
     summary_markdown,
+    top_configs,
     trials_frame,
     write_csv,
     write_json,
@@ -31,6 +34,7 @@ from search.cluster import plan_resources
 from search.data import prepare, resolve_task
 from search.options import ResolvedOptions, SearchOptions
 from search.retrain import run_retrain, save_model
+from search.space import baseline_points
 from search.tuner import run_trials
 from search.weights import resolve_weights
 from trainables import TrialSetup
@@ -62,6 +66,7 @@ class Prepared:
             log.warning("%s: %s", self.data.task.name, warning)
         self.options: ResolvedOptions = options.for_task(self.data.task)
         validate_backbones(list(self.options.backbones))
+        self.warm_points = warm_start_points(options.warm_start, self.options.backbones, self.options.trials)
         self.weights = resolve_weights(list(self.options.backbones), self.options.pretrained, self.options.weights)
 
 
@@ -80,17 +85,17 @@ def run_task(prepared: Prepared) -> dict:
     finished_before = (out / "best.json").exists()
 
     started = time.perf_counter()
-    records = run_trials(setup, list(opts.backbones), opts.trials, resources, storage, opts.resume, finished_before)
+    points = [*prepared.warm_points, *baseline_points(opts.backbones, opts.trials)][: max(1, opts.trials // 2)]
+    records = run_trials(
+        setup, list(opts.backbones), opts.trials, resources, storage, opts.resume, finished_before, points
+    )
     search_wall = time.perf_counter() - started
     trials, epochs = trials_frame(records, opts.max_epochs), epochs_frame(records)
     write_parquet(out / "trials.parquet", trials)
     write_parquet(out / "epochs.parquet", epochs)
 
     best = best_trial(trials)
-    config = {
-        k: _plain(best[k])
-        for k in ("backbone", "freeze_depth", "aug_strength", "lr", "weight_decay", "batch_size", "label_smoothing")
-    }
+    config = {k: _plain(best[k]) for k in CONFIG_COLUMNS}
     trial_hours = float(trials["wall_s"].sum()) / 3600
     record = {
         "task": data.task.name,
@@ -133,6 +138,16 @@ def run_task(prepared: Prepared) -> dict:
     write_json(out / "best.json", record)
     write_text(out / "best.md", best_markdown(record))
     return record
+
+
+def warm_start_points(source: str | None, backbones: tuple[str, ...], trials: int) -> list[dict]:
+    """The best configurations of an earlier search (OUT/TASK) whose backbones this search has."""
+    if source is None:
+        return []
+    path = Path(source).expanduser() / "trials.parquet"
+    if not path.is_file():
+        raise UsageError(f"--warm-start {source}: no trials.parquet there; give a finished search's OUT/TASK folder")
+    return top_configs(pd.read_parquet(path), k=max(1, trials // 4), backbones=backbones)
 
 
 def _plain(value: object) -> object:

@@ -34,6 +34,7 @@ class SearchOptions:
     storage: str | None = None
     resume: bool = False
     download: bool = False
+    warm_start: str | None = None
     retrain: bool = True
     seed: int = 0
 

@@ -39,6 +39,7 @@ def run_trials(
     storage: str,
     resume: bool,
     finished_before: bool,
+    points: list[dict],
     max_failures: int = 2,
 ) -> list[dict]:
     """Run (or continue) the search and return one plain record per trial."""
@@ -65,7 +66,7 @@ def run_trials(
             tune_config=tune.TuneConfig(
                 metric=METRIC,  # the scheduler's and the progress table's; the searcher gets it at creation
                 mode=MODE,
-                search_alg=make_searcher(backbones, setup.seed, trials),
+                search_alg=make_searcher(backbones, setup.seed, trials, points=points),
                 scheduler=make_scheduler(setup.max_epochs),
                 num_samples=trials,
                 max_concurrent_trials=resources.concurrency,

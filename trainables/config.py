@@ -22,6 +22,7 @@ class TrialConfig:
     weight_decay: float
     batch_size: int
     label_smoothing: float
+    dropout: float = 0.0  # before the new head
 
     def __post_init__(self) -> None:
         if not 0 <= self.freeze_depth <= MAX_FREEZE_DEPTH:
@@ -34,6 +35,8 @@ class TrialConfig:
             raise UsageError(f"weight_decay cannot be negative, got {self.weight_decay}")
         if self.batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError(f"dropout must be within 0..1, got {self.dropout}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UsageError(f"label_smoothing must be within 0..1, got {self.label_smoothing}")
 
@@ -41,8 +44,9 @@ class TrialConfig:
     def from_dict(cls, config: dict) -> TrialConfig:
         """Build from a Ray/Optuna config dict; unknown or missing keys are errors, not silently dropped."""
         names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
         unknown = sorted(set(config) - set(names))
-        missing = sorted(set(names) - set(config))
+        missing = sorted(set(required) - set(config))
         if unknown or missing:
             raise UsageError(f"trial config: unknown keys {unknown}, missing keys {missing}; expected {names}")
         return cls(
@@ -53,6 +57,7 @@ class TrialConfig:
             weight_decay=float(config["weight_decay"]),
             batch_size=int(config["batch_size"]),
             label_smoothing=float(config["label_smoothing"]),
+            dropout=float(config.get("dropout", 0.0)),
         )
 
     def to_dict(self) -> dict:

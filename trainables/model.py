@@ -10,9 +10,11 @@ from torch import nn
 from trainables.config import MAX_FREEZE_DEPTH
 
 
-def build_model(backbone: str, num_classes: int, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """A timm model with a fresh ``num_classes`` head; backbone weights from ``state_dict`` when given."""
-    model = timm.create_model(backbone, pretrained=False, num_classes=num_classes)
+def build_model(
+    backbone: str, num_classes: int, state_dict: dict[str, torch.Tensor] | None = None, dropout: float = 0.0
+) -> nn.Module:
+    """A timm model with a fresh ``num_classes`` head (dropout before it); backbone weights from ``state_dict``."""
+    model = timm.create_model(backbone, pretrained=False, num_classes=num_classes, drop_rate=dropout)
     if state_dict is not None:
         head = {k for k in model.state_dict() if k.startswith(_classifier_prefix(model))}
         kept = {k: v for k, v in state_dict.items() if not k.startswith(_classifier_prefix(model))}

@@ -58,7 +58,7 @@ def fit(
     torch.manual_seed(setup.seed)
     device = _device()
     num_classes = len(setup.data.classes)
-    model = build_model(config.backbone, num_classes, _pretrained(setup, config.backbone))
+    model = build_model(config.backbone, num_classes, _pretrained(setup, config.backbone), config.dropout)
     freeze(model, config.freeze_depth)
     model.to(device)
     mean, std = normalization(model)

@@ -10,6 +10,7 @@ from results import (
     best_trial,
     epochs_frame,
     summary_frame,
+    top_configs,
     trials_frame,
 )
 
@@ -21,6 +22,7 @@ CONFIG = {
     "weight_decay": 1e-4,
     "batch_size": 32,
     "label_smoothing": 0.1,
+    "dropout": 0.2,
 }
 
 
@@ -120,3 +122,11 @@ def test_summary_has_one_row_per_task_with_the_contract_columns():
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert summary["task"].tolist() == ["egg", "sports"]
     assert summary["synthetic"].all()
+
+
+def test_top_configs_for_a_warm_start_keep_the_best_with_known_backbones():
+    trials = trials_frame(RECORDS, max_epochs=3)
+    top = top_configs(trials, k=2, backbones=["resnet18"])
+    assert [c["backbone"] for c in top] == ["resnet18", "resnet18"]
+    assert top[0] == CONFIG and set(top[1]) == set(CONFIG)
+    assert top_configs(trials, k=5, backbones=["efficientnet_b0"])[0]["backbone"] == "efficientnet_b0"

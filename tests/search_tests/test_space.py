@@ -1,5 +1,5 @@
 from search import make_searcher, search_space
-from search.space import BATCH_SIZES
+from search.space import BATCH_SIZES, baseline_points
 from trainables import TrialConfig
 
 BACKBONES = ["resnet10t", "mobilenetv3_small_050"]
@@ -19,6 +19,7 @@ def test_space_has_the_contract_names():
         "weight_decay",
         "batch_size",
         "label_smoothing",
+        "dropout",
     }
 
 
@@ -35,3 +36,17 @@ def test_proposals_are_valid_trial_configs_within_the_contract_ranges():
         assert 0 <= cfg.freeze_depth <= 5 and 0 <= cfg.aug_strength <= 1
         assert 1e-4 <= cfg.lr <= 1e-2 and 0 <= cfg.label_smoothing <= 0.2
         assert cfg.batch_size in BATCH_SIZES
+
+
+def test_baseline_recipes_are_evaluated_first_and_take_at_most_half():
+    points = baseline_points(BACKBONES, trials=12)
+    assert [(p["backbone"], p["freeze_depth"]) for p in points] == [
+        ("resnet10t", 0),
+        ("mobilenetv3_small_050", 0),
+        ("resnet10t", 5),
+        ("mobilenetv3_small_050", 5),
+    ]
+    assert len(baseline_points(BACKBONES, trials=3)) == 1
+    searcher = make_searcher(BACKBONES, seed=0, trials=12, points=points)
+    assert [searcher.suggest(f"t{i}") for i in range(4)] == points
+    assert searcher.suggest("t4") not in points

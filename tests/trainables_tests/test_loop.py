@@ -13,6 +13,7 @@ CONFIG = {
     "weight_decay": 1e-4,
     "batch_size": 16,
     "label_smoothing": 0.1,
+    "dropout": 0.2,
 }
 
 
@@ -32,8 +33,8 @@ def test_macro_f1_weights_classes_equally():
 
 def test_config_round_trips_and_rejects_unknown_or_bad_values():
     assert TrialConfig.from_dict(CONFIG).to_dict() == CONFIG
-    with pytest.raises(UsageError, match="unknown keys \\['dropout'\\]"):
-        TrialConfig.from_dict({**CONFIG, "dropout": 0.1})
+    with pytest.raises(UsageError, match="unknown keys \\['momentum'\\]"):
+        TrialConfig.from_dict({**CONFIG, "momentum": 0.9})
     with pytest.raises(UsageError, match="freeze_depth must be 0..5, got 7"):
         TrialConfig.from_dict({**CONFIG, "freeze_depth": 7})
 
