@@ -22,8 +22,8 @@ from torchvision import datasets as tv_datasets
 from torchvision import transforms
 
 from datasets import build_cache, scan_folder
-from trainables import Images, augment
-from trainables.loop import batches, normalize
+from trainables import Images, Preprocess, augment
+from trainables.loop import batches
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -46,12 +46,13 @@ def ours(root: Path, size: int, epochs: int, batch: int, cache_root: Path) -> tu
     build_s = time.perf_counter() - start
     data = Images([cache.load("train")])
     gen = torch.Generator().manual_seed(0)
+    prep = Preprocess(MEAN, STD)
     rates = []
     for epoch in range(epochs):
         start, seen = time.perf_counter(), 0
         for idx in batches(len(data), batch, np.random.default_rng(epoch)):
             x, _ = data.batch(idx)
-            normalize(augment(x, 0.5, gen), MEAN, STD)
+            prep.normalize(augment(x, 0.5, gen))
             seen += len(idx)
         rates.append(seen / (time.perf_counter() - start))
     return build_s, rates

@@ -13,6 +13,7 @@ from torch import nn
 
 from trainables.augment import augment
 from trainables.model import train_mode
+from trainables.preprocess import Preprocess
 
 
 class Images:
@@ -65,12 +66,6 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> flo
     return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    m = torch.tensor(mean).view(1, -1, 1, 1).to(x)
-    s = torch.tensor(std).view(1, -1, 1, 1).to(x)
-    return (x - m) / s
-
-
 def macro_f1(confusion: np.ndarray) -> float:
     """Mean F1 over classes from a confusion matrix (rows: truth, columns: prediction)."""
     tp = np.diag(confusion).astype(np.float64)
@@ -88,8 +83,7 @@ def train_epoch(
     batch_size: int,
     aug_strength: float,
     label_smoothing: float,
-    mean,
-    std,
+    prep: Preprocess,
     seed: int,
     epoch: int,
     step: int,
@@ -107,7 +101,7 @@ def train_epoch(
     for idx in batches(len(data), batch_size, rng):
         x, y = data.batch(idx)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x = normalize(augment(x, aug_strength, gen), mean, std)
+        x = prep.normalize(augment(prep.view(x), aug_strength, gen))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, base_lr, warmup)
         loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
@@ -124,23 +118,27 @@ def train_epoch(
     return total / max(1, seen), seen, time.perf_counter() - start
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, data: Images, num_classes: int, mean, std, batch_size: int = 128, device: str = "cpu"
-) -> dict:
-    """Loss, accuracy, macro-F1 and the confusion matrix on ``data``."""
-    model.eval()
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Loss, accuracy, macro-F1 and the confusion matrix (rows: truth) of CPU logits against labels."""
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    total = 0.0
-    for idx in batches(len(data), batch_size):
-        x, y = data.batch(idx)
-        logits = model(normalize(x.to(device, non_blocking=True), mean, std)).float().cpu()
-        total += F.cross_entropy(logits, y, reduction="sum").item()
-        np.add.at(confusion, (y.numpy(), logits.argmax(1).numpy()), 1)
-    n = max(1, int(confusion.sum()))
+    np.add.at(confusion, (labels.numpy(), logits.argmax(1).numpy()), 1)
+    n = max(1, len(labels))
     return {
-        "loss": total / n,
+        "loss": F.cross_entropy(logits, labels, reduction="sum").item() / n,
         "acc": float(np.trace(confusion) / n),
         "macro_f1": macro_f1(confusion),
         "confusion": confusion,
     }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: Images, num_classes: int, prep: Preprocess, batch_size: int = 128, device: str = "cpu"
+) -> dict:
+    """Loss, accuracy, macro-F1 and the confusion matrix on ``data``."""
+    model.eval()
+    logits = [
+        model(prep(data.batch(idx)[0].to(device, non_blocking=True))).float().cpu()
+        for idx in batches(len(data), batch_size)
+    ]
+    return classification_metrics(torch.cat(logits), torch.from_numpy(data.labels), num_classes)

@@ -8,6 +8,7 @@ from timm.data import resolve_model_data_config
 from torch import nn
 
 from trainables.config import MAX_FREEZE_DEPTH
+from trainables.preprocess import Preprocess
 
 
 def build_model(
@@ -76,10 +77,15 @@ def train_mode(model: nn.Module) -> None:
                 module.eval()
 
 
-def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and std the backbone's pretrained weights expect."""
+def preprocessing(model: nn.Module) -> Preprocess:
+    """Mean, std, crop percentage and interpolation from the backbone's pretrained config."""
     cfg = resolve_model_data_config(model)
-    return tuple(cfg["mean"]), tuple(cfg["std"])
+    return Preprocess(
+        tuple(cfg["mean"]),
+        tuple(cfg["std"]),
+        float(cfg.get("crop_pct", 1.0)),
+        str(cfg.get("interpolation", "bilinear")),
+    )
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:

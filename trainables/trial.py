@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from ray import tune
@@ -19,9 +21,10 @@ from torch import nn
 
 from datasets import DataCache
 from trainables.checkpoint import load_checkpoint, save_checkpoint
-from trainables.config import TrialConfig
+from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
 from trainables.loop import Images, evaluate, steps_per_epoch, train_epoch
-from trainables.model import build_model, freeze, normalization, trainable_parameters
+from trainables.model import build_model, freeze, preprocessing, trainable_parameters
+from trainables.probe import evaluate_features, probe_epoch, split_features, weights_key
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class TrialSetup:
     seed: int = 0
     cpus: int = 1
     weights: dict[str, Any] = field(default_factory=dict)  # backbone -> ObjectRef of its pretrained state dict
+    feature_cache: bool = True  # linear probes without augmentation train on cached features
 
 
 def _pretrained(setup: TrialSetup, backbone: str) -> dict[str, torch.Tensor] | None:
@@ -48,8 +52,8 @@ def _device() -> torch.device:
 def fit(
     config: TrialConfig,
     setup: TrialSetup,
-    train: Images,
-    val: Images | None,
+    train_splits: tuple[str, ...],
+    val_split: str | None,
     on_epoch: Callable[[dict, nn.Module, torch.optim.Optimizer], None],
     resume: dict | None = None,
 ) -> nn.Module:
@@ -61,7 +65,7 @@ def fit(
     model = build_model(config.backbone, num_classes, _pretrained(setup, config.backbone), config.dropout)
     freeze(model, config.freeze_depth)
     model.to(device)
-    mean, std = normalization(model)
+    prep = preprocessing(model)
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
     start = 0
     if resume is not None:
@@ -69,17 +73,18 @@ def fit(
         optimizer.load_state_dict(resume["optimizer"])
         torch.set_rng_state(resume["torch_rng"])
         start = int(resume["epoch"])
+    train = Images([setup.data.load(s) for s in train_splits])
+    val = Images([setup.data.load(val_split)]) if val_split else None
+    probe = setup.feature_cache and config.freeze_depth == MAX_FREEZE_DEPTH and config.aug_strength == 0
+    if probe:  # the frozen backbone gives the same features every epoch: compute them once
+        key = weights_key(model, config.backbone)
+        features = {s: split_features(model, setup.data, s, key, prep, device) for s in (*train_splits, val_split) if s}
+        train_features = np.concatenate([features[s] for s in train_splits])
     per_epoch = steps_per_epoch(len(train), config.batch_size)
     for epoch in range(start, setup.max_epochs):
-        loss, seen, seconds = train_epoch(
-            model,
-            optimizer,
-            train,
+        common = dict(
             batch_size=config.batch_size,
-            aug_strength=config.aug_strength,
             label_smoothing=config.label_smoothing,
-            mean=mean,
-            std=std,
             seed=setup.seed,
             epoch=epoch,
             step=epoch * per_epoch,
@@ -87,9 +92,21 @@ def fit(
             base_lr=config.lr,
             device=device,
         )
+        if probe:
+            loss, seen, seconds = probe_epoch(
+                model.get_classifier(), optimizer, train_features, train.labels, dropout=config.dropout, **common
+            )
+        else:
+            loss, seen, seconds = train_epoch(
+                model, optimizer, train, aug_strength=config.aug_strength, prep=prep, **common
+            )
         metrics = {"epoch": epoch + 1, "train_loss": loss, "img_per_s": seen / max(seconds, 1e-9)}
         if val is not None:
-            result = evaluate(model, val, num_classes, mean, std, device=device)
+            result = (
+                evaluate_features(model.get_classifier(), features[val_split], val.labels, num_classes, device)
+                if probe
+                else evaluate(model, val, num_classes, prep, device=device)
+            )
             metrics.update(val_loss=result["loss"], val_acc=result["acc"], val_macro_f1=result["macro_f1"])
         on_epoch(metrics, model, optimizer)
     return model
@@ -114,7 +131,7 @@ def train_trial(config: dict, setup: TrialSetup) -> None:
                 checkpoint=tune.Checkpoint.from_directory(directory),
             )
 
-    fit(cfg, setup, Images([setup.data.load("train")]), Images([setup.data.load("val")]), report, resume)
+    fit(cfg, setup, ("train",), "val", report, resume)
 
 
 def retrain(config: dict, setup: TrialSetup) -> dict:
@@ -125,20 +142,19 @@ def retrain(config: dict, setup: TrialSetup) -> dict:
     model = fit(
         cfg,
         setup,
-        Images([setup.data.load("train"), setup.data.load("val")]),
+        ("train", "val"),
         None,
         lambda metrics, *_: history.append({**metrics, "wall_s": time.perf_counter() - started}),
     )
-    mean, std = normalization(model)
-    test = evaluate(model, Images([setup.data.load("test")]), len(setup.data.classes), mean, std, device=_device())
+    prep = preprocessing(model)
+    test = evaluate(model, Images([setup.data.load("test")]), len(setup.data.classes), prep, device=_device())
     return {
         "test_acc": test["acc"],
         "test_macro_f1": test["macro_f1"],
         "test_loss": test["loss"],
         "confusion": test["confusion"].tolist(),
         "history": history,
-        "mean": list(mean),
-        "std": list(std),
+        "preprocess": dataclasses.asdict(prep),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "wall_s": time.perf_counter() - started,
     }

@@ -13,7 +13,7 @@ from datasets import build_cache, default_cache_root, scan_folder
 from results import EPOCH_COLUMNS, TRIAL_COLUMNS
 from search import main
 from tests.conftest import TINY_SPLITS
-from trainables import Images, evaluate
+from trainables import Images, Preprocess, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -95,5 +95,6 @@ def test_saved_model_loads_with_timm_and_reproduces_the_test_accuracy(finished_s
     root = datasets.synthetic.make_demo_dataset("egg", default_cache_root() / "demo", per_class=TINY_SPLITS)
     cache = build_cache(scan_folder(root), config["input_size"][-1])
     torch.set_num_threads(1)
-    result = evaluate(model, Images([cache.load("test")]), len(labels), config["mean"], config["std"])
+    prep = Preprocess(tuple(config["mean"]), tuple(config["std"]), config["crop_pct"], config["interpolation"])
+    result = evaluate(model, Images([cache.load("test")]), len(labels), prep)
     assert result["acc"] == pytest.approx(best["test_acc"])

@@ -70,3 +70,27 @@ def test_backbone_without_five_stages_is_refused_with_advice():
     model = build_model("test_vit", num_classes=2)
     with pytest.raises(ValueError, match="freeze_depth needs 5"):
         freeze(model, 2)
+
+
+@pytest.mark.parametrize("backbone", ["resnet10t", "efficientnet_b0"])
+def test_preprocessing_follows_the_pretrained_config(backbone):
+    from timm.data import resolve_model_data_config
+
+    from trainables import preprocessing
+
+    model = build_model(backbone, num_classes=2)
+    cfg = resolve_model_data_config(model)
+    prep = preprocessing(model)
+    assert prep.mean == tuple(cfg["mean"]) and prep.std == tuple(cfg["std"])
+    assert prep.crop_pct == cfg["crop_pct"] and prep.interpolation == cfg["interpolation"]
+
+
+def test_the_eval_view_keeps_the_centre_crop_pct_of_the_image():
+    from trainables import Preprocess
+
+    x = torch.zeros(1, 3, 40, 40)
+    x[..., 10:30, 10:30] = 1.0  # a bright centre square, half the side
+    wide = Preprocess(crop_pct=1.0).view(x)
+    tight = Preprocess(crop_pct=0.5, interpolation="bilinear").view(x)
+    assert torch.equal(wide, x)
+    assert tight.shape == x.shape and tight.mean() > 0.9  # the centre fills the view

@@ -1,0 +1,108 @@
+"""The linear probe's shortcut: at the last freeze depth without augmentation the backbone's output never changes,
+so its features are computed once per (backbone weights, data) and every epoch trains the head on them.
+
+Features live beside the decoded images (``CACHE/features/KEY/SPLIT.npy``), so the trials of one search, each in
+its own process, compute them once between them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datasets import DataCache
+from trainables.loop import Images, batches, classification_metrics, lr_at
+from trainables.preprocess import Preprocess
+
+
+def weights_key(model: nn.Module, backbone: str) -> str:
+    """Identifies the frozen backbone: its name and every non-head tensor's bytes."""
+    h = hashlib.sha1(backbone.encode())
+    classifier = model.get_classifier()
+    head = {id(p) for p in classifier.parameters()}
+    for p in model.parameters():
+        if id(p) not in head:
+            h.update(p.detach().cpu().numpy().tobytes())
+    for name, b in model.named_buffers():
+        h.update(name.encode() + b.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def split_features(
+    model: nn.Module,
+    data: DataCache,
+    split: str,
+    key: str,
+    prep: Preprocess,
+    device: torch.device,
+    batch_size: int = 128,
+) -> np.ndarray:
+    """Pooled pre-logit features ``[N, D]`` of one split, computed on the first call and read back after."""
+    path = data.path / "features" / key / f"{split}.npy"
+    if path.is_file():
+        return np.load(path)
+    model.eval()
+    images = Images([data.load(split)])
+    parts = []
+    for idx in batches(len(images), batch_size):
+        x, _ = images.batch(idx)
+        x = prep(x.to(device))
+        parts.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu().numpy())
+    features = np.concatenate(parts).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{split}.{os.getpid()}.npy")
+    np.save(tmp, features)
+    os.replace(tmp, path)  # trials racing for the same key write the same numbers
+    return features
+
+
+def probe_epoch(
+    head: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    dropout: float,
+    label_smoothing: float,
+    seed: int,
+    epoch: int,
+    step: int,
+    total_steps: int,
+    base_lr: float,
+    device: torch.device,
+) -> tuple[float, int, float]:
+    """One epoch of the head alone on cached features; same batches and schedule as a full epoch."""
+    head.train()
+    rng = np.random.default_rng([seed, epoch])
+    warmup = max(1, total_steps // 20)
+    x_all, y_all = torch.from_numpy(features).to(device), torch.from_numpy(labels).to(device)
+    total, seen, start = 0.0, 0, time.perf_counter()
+    for idx in batches(len(features), batch_size, rng):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total_steps, base_lr, warmup)
+        x = F.dropout(x_all[idx], dropout, training=True)
+        loss = F.cross_entropy(head(x), y_all[idx], label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+        step += 1
+    return total / max(1, seen), seen, time.perf_counter() - start
+
+
+@torch.no_grad()
+def evaluate_features(
+    head: nn.Module, features: np.ndarray, labels: np.ndarray, num_classes: int, device: torch.device
+) -> dict:
+    head.eval()
+    logits = head(torch.from_numpy(features).to(device)).float().cpu()
+    return classification_metrics(logits, torch.from_numpy(labels), num_classes)
