@@ -32,6 +32,7 @@ TRIAL_COLUMNS = [
     "epochs_run",
     "wall_s",
     "node",
+    "pretrained",
     "error",
 ]
 STATUSES = ("TERMINATED", "STOPPED", "ERROR")
@@ -58,8 +59,9 @@ def trial_status(record: dict, max_epochs: int) -> str:
     return "TERMINATED" if epochs >= max_epochs else "STOPPED"
 
 
-def trials_frame(records: list[dict], max_epochs: int) -> pd.DataFrame:
-    """One row per trial: status, config, its best epoch's validation metrics, cost and where it ran."""
+def trials_frame(records: list[dict], max_epochs: int, pretrained: dict[str, bool] | None = None) -> pd.DataFrame:
+    """One row per trial: status, config, its best epoch's validation metrics, cost, where it ran and whether its
+    backbone started from pretrained weights (``pretrained``: backbone -> bool)."""
     rows = []
     for r in records:
         good = [h for h in r["history"] if _finite(h.get("val_acc")) and _finite(h.get("val_loss"))]
@@ -76,6 +78,7 @@ def trials_frame(records: list[dict], max_epochs: int) -> pd.DataFrame:
                 "epochs_run": max((h["epoch"] for h in r["history"]), default=0),
                 "wall_s": max((h.get("wall_s", 0.0) for h in r["history"]), default=0.0),
                 "node": r.get("node") or "",
+                "pretrained": bool((pretrained or {}).get(r["config"].get("backbone"), False)),
                 "error": r.get("error") or "",
             }
         )

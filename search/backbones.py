@@ -6,8 +6,10 @@ import difflib
 from collections.abc import Sequence
 
 import timm
+import torch
 
 from datasets import UsageError
+from trainables import stage_names
 
 
 def validate_backbones(names: Sequence[str]) -> list[str]:
@@ -20,6 +22,13 @@ def validate_backbones(names: Sequence[str]) -> list[str]:
             close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() for valid names"
             raise UsageError(f"unknown backbone {name!r}{hint}")
+    for name in names:
+        with torch.device("meta"):  # the architecture only, no memory for weights
+            model = timm.create_model(name, pretrained=False)
+        try:
+            stage_names(model)
+        except ValueError as e:
+            raise UsageError(f"backbone {name!r}: {e}") from None
     if len(set(names)) != len(names):
         raise UsageError(f"--backbones lists a name twice: {','.join(names)}")
     return list(names)

@@ -90,7 +90,8 @@ def run_task(prepared: Prepared) -> dict:
         setup, list(opts.backbones), opts.trials, resources, storage, opts.resume, finished_before, points
     )
     search_wall = time.perf_counter() - started
-    trials, epochs = trials_frame(records, opts.max_epochs), epochs_frame(records)
+    pretrained = {b: p.state_dict is not None for b, p in prepared.weights.items()}
+    trials, epochs = trials_frame(records, opts.max_epochs, pretrained), epochs_frame(records)
     write_parquet(out / "trials.parquet", trials)
     write_parquet(out / "epochs.parquet", epochs)
 
@@ -109,7 +110,7 @@ def run_task(prepared: Prepared) -> dict:
         "search_wall_s": search_wall,
         "cpu_hours": trial_hours * resources.cpus_per_trial,
         "gpu_hours": trial_hours * resources.gpus_per_trial,
-        "pretrained": prepared.weights[config["backbone"]].state_dict is not None,
+        "pretrained": pretrained[config["backbone"]],
         "provenance": {
             "versions": versions(),
             "seed": opts.seed,

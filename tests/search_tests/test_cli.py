@@ -61,3 +61,13 @@ def test_download_without_kaggles_client_says_how_to_get_it(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "kagglehub", None)  # as on a machine without it
     assert main(["sports", "--download"]) == 2
     assert "pip install kagglehub" in capsys.readouterr().err
+
+
+def test_warm_start_from_a_folder_without_a_search_is_refused(capsys):
+    assert main(["egg", "--demo", "--warm-start", "/nonexistent/egg"]) == 2
+    assert "--warm-start /nonexistent/egg: no trials.parquet there" in capsys.readouterr().err
+
+
+def test_a_backbone_without_five_feature_stages_is_refused_before_ray(capsys):
+    assert main(["egg", "--demo", "--backbones", "vit_tiny_patch16_224"]) == 2
+    assert "backbone 'vit_tiny_patch16_224'" in capsys.readouterr().err

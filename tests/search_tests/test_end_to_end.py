@@ -69,6 +69,7 @@ def test_tables_hold_every_trial_and_epoch(finished_search):
     assert len(trials) == 3
     assert set(trials["status"]) <= {"TERMINATED", "STOPPED"}
     assert (trials["node"].str.len() > 0).all()
+    assert not trials["pretrained"].any()
     assert set(trials["backbone"]) <= {"resnet10t", "mobilenetv3_small_050"}
     assert len(epochs) == trials["epochs_run"].sum()
     assert epochs["img_per_s"].gt(0).all()

@@ -44,7 +44,7 @@ def test_trials_get_the_files_weights_through_the_object_store_not_the_file(
 
     out = tmp_path / "runs" / resolve_task(str(tiny_eggs)).name
     trials = pd.read_parquet(out / "trials.parquet")
-    assert trials["status"].ne("ERROR").all()
+    assert trials["status"].ne("ERROR").all() and trials["pretrained"].all()
     probe = trials[trials["freeze_depth"] == 5].iloc[0]  # the warm start's linear probe keeps the backbone as is
     checkpoint = next(
         (out / "tune" / "search").glob(f"train_trial_{probe['trial_id']}_*/checkpoint_*/model.safetensors")
