@@ -115,9 +115,8 @@ def build_cache(folder: ImageFolder, image_size: int, root: Path | None = None) 
     )
 
 
-def _check_usable(folder: ImageFolder, counts: dict[str, dict[str, int]], skipped: list[dict[str, str]]) -> None:
+def _check_usable(folder: ImageFolder, counts: dict[str, dict[str, int]], unreadable: list[dict[str, str]]) -> None:
     listed = sum(len(items) for items in folder.files.values())
-    unreadable = [s for s in skipped if not s["reason"].startswith("not an image file")]
     if listed and len(unreadable) / listed > MAX_UNREADABLE:
         first = unreadable[0]
         raise UsageError(
@@ -150,7 +149,7 @@ def _warnings(counts: dict[str, dict[str, int]], duplicates: list) -> list[str]:
 def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    skipped = list(folder.skipped)
+    unreadable: list[dict[str, str]] = []
     hashes: dict[str, list[tuple[str, str]]] = {}
     sizes: dict[str, int] = {}
     counts: dict[str, dict[str, int]] = {}
@@ -166,7 +165,7 @@ def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
                 items, pool.map(lambda item: decode(item[0], size), items), strict=True
             ):
                 if pixels is None:
-                    skipped.append({"path": path, "reason": reason})
+                    unreadable.append({"path": path, "reason": reason})
                     continue
                 x[n] = pixels
                 labels.append(label)
@@ -183,7 +182,7 @@ def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
             sizes[split] = n
             counts[split] = {c: labels.count(i) for i, c in enumerate(folder.classes)}
     try:
-        _check_usable(folder, counts, skipped)
+        _check_usable(folder, counts, unreadable)
     except UsageError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -195,7 +194,7 @@ def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
         "layout": folder.layout,
         "classes": list(folder.classes),
         "images": counts,
-        "skipped": skipped,
+        "skipped": [*folder.skipped, *unreadable],
         "duplicates_across_splits": duplicates,
         "warnings": _warnings(counts, duplicates),
     }

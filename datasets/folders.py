@@ -54,6 +54,8 @@ def _list_class(folder: Path, skipped: list[dict[str, str]]) -> list[str]:
 
 def _class_files(split_dir: Path, skipped: list[dict[str, str]]) -> dict[str, list[str]]:
     classes = _visible_dirs(split_dir)
+    for stray in sorted(p for p in split_dir.iterdir() if p.is_file()):
+        skipped.append({"path": str(stray), "reason": "not inside a class folder"})
     found = {c.name: _list_class(c, skipped) for c in classes}
     for name, files in found.items():
         if not files:

@@ -215,7 +215,7 @@ def make_demo_dataset(task: str, root: Path, seed: int = 0, per_class: dict[str,
     standin, per_class = STANDINS[task], per_class or DEMO_SIZES[task]
     key = "-".join(f"{s}{n}" for s, n in per_class.items())
     target = Path(root) / f"{task}-v{GENERATOR_VERSION}-seed{seed}-{standin.size}px-{key}"
-    if (target / "generator.json").exists():
+    if target.is_dir():  # it appears whole or not at all (os.replace below)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -227,9 +227,9 @@ def make_demo_dataset(task: str, root: Path, seed: int = 0, per_class: dict[str,
                 image = standin.render((seed, s_idx, label, i), label, standin.size)
                 image.save(folder / f"{i:04d}.jpg", quality=90)
     meta = {"task": task, "version": GENERATOR_VERSION, "seed": seed, "per_class": per_class, "synthetic": True}
-    (tmp / "generator.json").write_text(json.dumps(meta, indent=2))
     try:
         os.replace(tmp, target)
     except OSError:  # another process wrote it first
         shutil.rmtree(tmp, ignore_errors=True)
+    target.with_name(target.name + ".json").write_text(json.dumps(meta, indent=2))  # beside it, not a stray file
     return target

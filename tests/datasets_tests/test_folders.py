@@ -40,11 +40,25 @@ def test_one_extra_top_folder_is_stepped_into(tmp_path):
     assert scan_folder(tmp_path).root == tmp_path / "archive"
 
 
-def test_fewer_than_two_classes_is_an_error_naming_the_folder(tmp_path):
+def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
     _class_folders(tmp_path / "data", per_class=5, classes=("only",))
     (tmp_path / "data" / "notes").mkdir()
     with pytest.raises(UsageError, match="notes has no images"):
         scan_folder(tmp_path / "data")
+
+
+def test_fewer_than_two_classes_is_an_error_naming_the_folder(tmp_path):
+    _class_folders(tmp_path / "data" / "photos", per_class=5, classes=("only",))
+    (tmp_path / "data" / "photos" / "stray.png").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"data/photos has 1 class folder\(s\); a classifier needs at least two"):
+        scan_folder(tmp_path / "data" / "photos")
+
+
+def test_files_outside_class_folders_are_reported_not_dropped(tmp_path):
+    root = _class_folders(tmp_path / "d", per_class=10)
+    (root / "README.txt").write_text("about the data")
+    folder = scan_folder(root)
+    assert folder.skipped == [{"path": str(root / "README.txt"), "reason": "not inside a class folder"}]
 
 
 def test_bad_files_are_skipped_with_their_reason_and_good_ones_kept(tmp_path):
