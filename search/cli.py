@@ -11,6 +11,7 @@ from pathlib import Path
 
 from datasets import UsageError, get_task, list_tasks
 from results import best_markdown
+from search.driver import SearchFailed
 from search.options import SearchOptions
 
 COMMANDS = ("tasks", "report")
@@ -115,3 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SearchFailed as e:
+        print(f"error: the search failed: {e}", file=sys.stderr)
+        return 1

@@ -47,6 +47,10 @@ def versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{p: version(p) for p in PACKAGES}}
 
 
+class SearchFailed(RuntimeError):
+    """The search ran but gave nothing to choose from; the command line exits 1 with this message."""
+
+
 class Prepared:
     """Everything checked and loaded before Ray starts: bad input fails here, with nothing started."""
 
@@ -75,7 +79,8 @@ def run_task(prepared: Prepared) -> dict:
     opts, data = prepared.options, prepared.data
     out = opts.task_dir
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "data_report.json", data.cache.report())
+    report = data.cache.report()
+    write_json(out / "data_report.json", report)
     resources = plan_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}
     setup = TrialSetup(data.cache, opts.max_epochs, opts.seed, opts.cpus_per_trial, refs)
@@ -95,7 +100,12 @@ def run_task(prepared: Prepared) -> dict:
     write_parquet(out / "trials.parquet", trials)
     write_parquet(out / "epochs.parquet", epochs)
 
-    best = best_trial(trials)
+    try:
+        best = best_trial(trials)
+    except ValueError as e:
+        errors = [err for err in trials["error"] if err]
+        example = f"; e.g. {errors[0]}" if errors else ""
+        raise SearchFailed(f"{e}{example}; every trial is in {out / 'trials.parquet'}") from None
     config = {k: _plain(best[k]) for k in CONFIG_COLUMNS}
     trial_hours = float(trials["wall_s"].sum()) / 3600
     record = {
@@ -115,7 +125,7 @@ def run_task(prepared: Prepared) -> dict:
             "versions": versions(),
             "seed": opts.seed,
             "data_fingerprint": data.cache.fingerprint,
-            "data_root": data.cache.report()["root"],
+            "data_root": report["root"],
             "synthetic": data.synthetic,
             "image_size": opts.image_size,
             "max_epochs": opts.max_epochs,

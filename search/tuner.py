@@ -91,7 +91,7 @@ def _record(result: tune.Result) -> dict:
     last = history[-1] if history else result.metrics or {}
     return {
         "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
-        "config": {k: v for k, v in (result.config or {}).items()},
+        "config": dict(result.config or {}),
         "history": history,
         "node": last.get("node", ""),
         "error": None if result.error is None else _error_line(result.error),

@@ -74,3 +74,26 @@ def test_required_weights_that_are_missing_stop_before_ray_with_how_to_fix(tiny_
     assert "no pretrained weights for test_resnet" in err
     assert str(tmp_path / "test_resnet.safetensors") in err and "--pretrained auto" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_search_whose_every_trial_fails_says_why_and_writes_no_winner(ray_cluster, tiny_eggs, tmp_path):
+    from search.driver import SearchFailed
+
+    options = SearchOptions(
+        task=str(tiny_eggs),
+        backbones=("resnet10t",),
+        pretrained="off",
+        trials=2,
+        max_epochs=1,
+        image_size=20,
+        retrain=False,
+        out=str(tmp_path / "runs"),
+    )
+    prepared = Prepared(options)
+    (prepared.data.cache.path / "train_x.npy").unlink()  # the decoded images vanish: every trial fails for real
+    with pytest.raises(SearchFailed, match="no trial finished.*FileNotFoundError"):
+        run_task(prepared)
+    out = tmp_path / "runs" / resolve_task(str(tiny_eggs)).name
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert (trials["status"] == "ERROR").all() and len(trials) == 2
+    assert not (out / "best.json").exists()
