@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -94,17 +94,35 @@ def train_epoch(
     """One pass over ``data``; returns (mean loss, images seen, seconds). The order and augmentation depend only
     on (seed, epoch), so an epoch rerun after a restore sees the same batches."""
     train_mode(model)
-    rng = np.random.default_rng([seed, epoch])
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    warmup = max(1, total_steps // 20)
-    total, seen, start = 0.0, 0, time.perf_counter()
-    for idx in batches(len(data), batch_size, rng):
+
+    def loss_of(idx: np.ndarray) -> torch.Tensor:
         x, y = data.batch(idx)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         x = prep.normalize(augment(prep.view(x), aug_strength, gen))
+        return F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+
+    order = batches(len(data), batch_size, np.random.default_rng([seed, epoch]))
+    return optimise(optimizer, order, loss_of, epoch=epoch, step=step, total_steps=total_steps, base_lr=base_lr)
+
+
+def optimise(
+    optimizer: torch.optim.Optimizer,
+    order: Iterator[np.ndarray],
+    loss_of: Callable[[np.ndarray], torch.Tensor],
+    *,
+    epoch: int,
+    step: int,
+    total_steps: int,
+    base_lr: float,
+) -> tuple[float, int, float]:
+    """The optimiser steps of one epoch over index batches: schedule, a finite-loss guard, the mean loss."""
+    warmup = max(1, total_steps // 20)
+    total, seen, start = 0.0, 0, time.perf_counter()
+    for idx in order:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, base_lr, warmup)
-        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        loss = loss_of(idx)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={base_lr:g})"

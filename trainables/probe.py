@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets import DataCache
-from trainables.loop import Images, batches, classification_metrics, lr_at
+from trainables.loop import Images, batches, classification_metrics, optimise
 from trainables.preprocess import Preprocess
 
 
@@ -81,22 +80,14 @@ def probe_epoch(
 ) -> tuple[float, int, float]:
     """One epoch of the head alone on cached features; same batches and schedule as a full epoch."""
     head.train()
-    rng = np.random.default_rng([seed, epoch])
-    warmup = max(1, total_steps // 20)
     x_all, y_all = torch.from_numpy(features).to(device), torch.from_numpy(labels).to(device)
-    total, seen, start = 0.0, 0, time.perf_counter()
-    for idx in batches(len(features), batch_size, rng):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total_steps, base_lr, warmup)
+
+    def loss_of(idx: np.ndarray) -> torch.Tensor:
         x = F.dropout(x_all[idx], dropout, training=True)
-        loss = F.cross_entropy(head(x), y_all[idx], label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(idx)
-        seen += len(idx)
-        step += 1
-    return total / max(1, seen), seen, time.perf_counter() - start
+        return F.cross_entropy(head(x), y_all[idx], label_smoothing=label_smoothing)
+
+    order = batches(len(features), batch_size, np.random.default_rng([seed, epoch]))
+    return optimise(optimizer, order, loss_of, epoch=epoch, step=step, total_steps=total_steps, base_lr=base_lr)
 
 
 @torch.no_grad()
