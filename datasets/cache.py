@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from datasets.errors import UsageError
 from datasets.folders import SPLITS, ImageFolder
@@ -97,6 +97,8 @@ def decode(path: str, size: int) -> tuple[np.ndarray | None, str, str]:
             im = ImageOps.exif_transpose(im)
             rgb = _to_rgb(im)
             return np.asarray(ImageOps.fit(rgb, (size, size), Image.BICUBIC), dtype=np.uint8), digest, ""
+    except UnidentifiedImageError:
+        return None, digest, "not a readable image: not a format Pillow recognises"
     except Image.DecompressionBombError as e:  # not an OSError
         return None, digest, f"decompression bomb: {e}"
     except (OSError, SyntaxError, ValueError) as e:
