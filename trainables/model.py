@@ -16,6 +16,11 @@ def build_model(
 ) -> nn.Module:
     """A timm model with a fresh ``num_classes`` head (dropout before it); backbone weights from ``state_dict``."""
     model = timm.create_model(backbone, pretrained=False, num_classes=num_classes, drop_rate=dropout)
+    # A zero head starts every class equal. timm's EfficientNet/MobileNet heads start at +-1/sqrt(classes), which for
+    # two classes gives logits in the tens on pretrained features and a loss far above log(2) for many steps.
+    head = model.get_classifier()
+    for p in head.parameters():
+        nn.init.zeros_(p)
     if state_dict is not None:
         head = {k for k in model.state_dict() if k.startswith(_classifier_prefix(model))}
         kept = {k: v for k, v in state_dict.items() if not k.startswith(_classifier_prefix(model))}

@@ -94,3 +94,11 @@ def test_the_eval_view_keeps_the_centre_crop_pct_of_the_image():
     tight = Preprocess(crop_pct=0.5, interpolation="bilinear").view(x)
     assert torch.equal(wide, x)
     assert tight.shape == x.shape and tight.mean() > 0.9  # the centre fills the view
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_a_new_head_starts_with_every_class_equal(backbone):
+    model = build_model(backbone, num_classes=2).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(3, 3, 32, 32))
+    assert torch.equal(logits, torch.zeros_like(logits))
