@@ -47,12 +47,17 @@ def test_unknown_backbone_suggests_timm_names_and_starts_nothing(tiny_eggs, tmp_
     assert not (tmp_path / tiny_eggs.name).exists()
 
 
-def test_tasks_command_lists_every_task_and_whether_its_data_was_found(capsys):
+def test_tasks_command_lists_every_task_and_whether_its_data_was_found(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEARCH_DATA", str(tmp_path / "datasets"))
+    (tmp_path / "datasets" / "anime").mkdir(parents=True)
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     for name in ("egg", "sports", "anime"):
         assert f"{name}: " in out
-    assert "data: not found" in out or "data: " in out
+    assert out.count("data: not found") == 2
+    assert f"data: {tmp_path / 'datasets' / 'anime'}" in out
+    assert "layout: split-folders" in out and "layout: class-folders" in out
 
 
 def test_download_without_kaggles_client_says_how_to_get_it(tmp_path, monkeypatch, capsys):
