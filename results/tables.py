@@ -1,7 +1,7 @@
 """Pure functions from a search's trial records to the contract's tables.
 
 A trial record is a plain dict: ``trial_id``, ``config`` (the search-space values), ``history`` (one dict per
-reported epoch), ``error`` (None or the reason) and ``node``.
+reported epoch), ``error`` (None or the reason), ``node`` and ``failures`` (how often it was restarted).
 """
 
 from __future__ import annotations
@@ -20,7 +20,18 @@ CONFIG_COLUMNS = [
     "label_smoothing",
     "dropout",
 ]
-EPOCH_COLUMNS = ["trial_id", "epoch", "train_loss", "val_loss", "val_acc", "val_macro_f1", "img_per_s", "wall_s"]
+EPOCH_COLUMNS = [
+    "trial_id",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "val_macro_f1",
+    "img_per_s",
+    "wall_s",
+    "batch_size",
+    "timestamp",
+]
 TRIAL_COLUMNS = [
     "trial_id",
     "status",
@@ -33,6 +44,8 @@ TRIAL_COLUMNS = [
     "wall_s",
     "node",
     "pretrained",
+    "trained_batch_size",
+    "failures",
     "error",
 ]
 STATUSES = ("TERMINATED", "STOPPED", "ERROR")
@@ -66,6 +79,7 @@ def trials_frame(records: list[dict], max_epochs: int, pretrained: dict[str, boo
     for r in records:
         good = [h for h in r["history"] if _finite(h.get("val_acc")) and _finite(h.get("val_loss"))]
         best = max(good, key=lambda h: (h["val_acc"], -h["val_loss"]), default={})
+        trained = r["history"][-1].get("batch_size") if r["history"] else None
         rows.append(
             {
                 "trial_id": r["trial_id"],
@@ -79,6 +93,9 @@ def trials_frame(records: list[dict], max_epochs: int, pretrained: dict[str, boo
                 "wall_s": max((h.get("wall_s", 0.0) for h in r["history"]), default=0.0),
                 "node": r.get("node") or "",
                 "pretrained": bool((pretrained or {}).get(r["config"].get("backbone"), False)),
+                # smaller than batch_size when the configured batch did not fit in memory
+                "trained_batch_size": int(trained if _finite(trained) else r["config"].get("batch_size") or 0),
+                "failures": int(r.get("failures", 0)),
                 "error": r.get("error") or "",
             }
         )

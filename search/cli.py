@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from datasets import UsageError, get_task, list_tasks
 from results import best_markdown
-from search.driver import SearchFailed
+from search.driver import SearchFailed, SearchInterrupted
 from search.options import SearchOptions
 
 COMMANDS = ("tasks", "report")
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -47,7 +49,14 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="fetch a missing Kaggle dataset with kagglehub")
     p.add_argument("--warm-start", help="an earlier search's OUT/TASK folder: its best configurations run first")
     p.add_argument("--resume", action="store_true", help="continue this task's interrupted search in OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace a search already in OUT instead of refusing")
+    p.add_argument(
+        "--max-failures", type=int, default=2, help="restarts of a failed trial from its checkpoint (default 2)"
+    )
     p.add_argument("--no-retrain", dest="retrain", action="store_false", help="skip retraining the best config")
+    p.add_argument(
+        "--retrain-again", action="store_true", help="retrain the best configuration even if it was retrained"
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -80,22 +89,47 @@ def _report_command(argv: Sequence[str]) -> int:
 
 
 def _search_command(argv: Sequence[str]) -> int:
-    args = search_parser().parse_args(argv)
+    parser = search_parser()
+    args = parser.parse_args(argv)
     names = list_tasks() if args.tasks == ["all"] else args.tasks
     options = [_options(name, args) for name in names]
     from search.cluster import ray_session
     from search.driver import Prepared, run_task, write_summary
 
     prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
-    with ray_session(args.address) as dashboard:
-        if dashboard:
-            print(f"Ray dashboard: {dashboard}", flush=True)
-        for item in prepared:
-            print(best_markdown(run_task(item)), flush=True)
+    done = 0
+    try:
+        with ray_session(args.address) as dashboard:
+            if dashboard:
+                print(f"Ray dashboard: {dashboard}", flush=True)
+            for item in prepared:
+                print(best_markdown(run_task(item)), flush=True)
+                done += 1
+    except (KeyboardInterrupt, SearchInterrupted) as e:
+        started = [p.options.task for p in prepared[: done + 1] if p.files.exists()]
+        rest = [p.options.task for p in prepared[done:] if p.options.task not in started]
+        commands = [_command(parser, args, started, resume=True)] if started else []
+        commands += [_command(parser, args, rest, resume=False)] if rest else []
+        reason = str(e) if isinstance(e, SearchInterrupted) else "interrupted"
+        print(f"{reason}\nto continue: {' && '.join(commands)}", file=sys.stderr)
+        return INTERRUPTED
     summary = write_summary(args.out)
     if len(prepared) > 1:
         print(summary)
     return 0
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace, tasks: list[str], resume: bool) -> str:
+    """The command line that repeats ``args`` for ``tasks``, continuing their searches when ``resume``."""
+    words = ["python", "-m", "search", *tasks]
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "resume", "overwrite") or value == action.default:
+            continue
+        words.append(action.option_strings[0])
+        if action.nargs != 0:  # not a flag
+            words.append(",".join(value) if isinstance(value, tuple) else str(value))
+    return shlex.join(words + (["--resume"] if resume else []))
 
 
 def _options(name: str, args: argparse.Namespace) -> SearchOptions:
@@ -104,7 +138,8 @@ def _options(name: str, args: argparse.Namespace) -> SearchOptions:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; bad input exits 2 with one line, a failed search exits 1."""
+    """Run the command line; bad input exits 2 with one line, a failed search exits 1, Ctrl-C exits 130 with the
+    command that continues."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs
 import ray
 
 from datasets import UsageError, report_line
@@ -34,8 +36,8 @@ from search.cluster import plan_resources
 from search.data import prepare, resolve_task
 from search.options import ResolvedOptions, SearchOptions
 from search.retrain import run_retrain, save_model
-from search.space import baseline_points
-from search.tuner import run_trials
+from search.space import baseline_points, search_space
+from search.tuner import SearchFiles, run_trials
 from search.weights import resolve_weights
 from trainables import TrialSetup
 
@@ -49,6 +51,24 @@ def versions() -> dict[str, str]:
 
 class SearchFailed(RuntimeError):
     """The search ran but gave nothing to choose from; the command line exits 1 with this message."""
+
+
+class SearchInterrupted(RuntimeError):
+    """Ctrl-C ended the search early; its state and the tables of what finished are kept for ``--resume``."""
+
+
+SEARCH_FILE = "search.json"  # what defines the search, checked by --resume; and the time it has run so far
+SIGNATURE_FLAGS = {
+    "task": "the task",
+    "data_fingerprint": "the data (--data, its files or split)",
+    "image_size": "--image-size",
+    "backbones": "--backbones",
+    "trials": "--trials",
+    "max_epochs": "--max-epochs",
+    "seed": "--seed",
+    "pretrained": "--pretrained/--weights",
+    "space": "the search space of this version of search",
+}
 
 
 class Prepared:
@@ -72,33 +92,102 @@ class Prepared:
         validate_backbones(list(self.options.backbones))
         self.warm_points = warm_start_points(options.warm_start, self.options.backbones, self.options.trials)
         self.weights = resolve_weights(list(self.options.backbones), self.options.pretrained, self.options.weights)
+        self.files = SearchFiles.under(self.options.task_dir, self.options.storage, self.data.task.name)
+        self.signature = {
+            "task": self.data.task.name,
+            "data_fingerprint": self.data.cache.fingerprint,
+            "image_size": self.options.image_size,
+            "backbones": list(self.options.backbones),
+            "trials": self.options.trials,
+            "max_epochs": self.options.max_epochs,
+            "seed": self.options.seed,
+            "pretrained": {b: p.state_dict is not None for b, p in self.weights.items()},
+            "space": {k: repr(v) for k, v in search_space(self.options.backbones).items()},
+        }
+        check_existing(self.options, self.files, self.signature)
+
+
+def check_existing(opts: ResolvedOptions, files: SearchFiles, signature: dict) -> None:
+    """``--resume`` needs the same search in OUT; without it, a search already there is not overwritten silently."""
+    out = opts.task_dir
+    if not opts.resume:
+        if files.exists() and not opts.overwrite:
+            raise UsageError(
+                f"a search of {opts.task_name} is already in {out}; continue it with --resume, "
+                "replace it with --overwrite, or pass another --out"
+            )
+        return
+    if not files.exists():
+        raise UsageError(
+            f"--resume: no search of {opts.task_name} to continue in {out} (no {files.experiment}); "
+            "run the same command without --resume to start one"
+        )
+    saved = _read_json(out / SEARCH_FILE)
+    changed = [k for k in signature if saved.get(k) != signature[k]]
+    if changed:
+        what = "; ".join(
+            f"{SIGNATURE_FLAGS[k]}: {_show(saved.get(k))} then, {_show(signature[k])} now" for k in changed
+        )
+        raise UsageError(
+            f"--resume: the search in {out} was started differently ({what}); resume with the options it was "
+            "started with, or start anew with --overwrite or another --out"
+        )
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _show(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def discard_search(out: Path, files: SearchFiles) -> None:
+    """--overwrite: remove an earlier search's state and results (the split and the data report stay)."""
+    if "://" in files.experiment:
+        fs, path = pyarrow.fs.FileSystem.from_uri(files.experiment)
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            fs.delete_dir(path)
+    else:
+        shutil.rmtree(files.experiment, ignore_errors=True)
+    shutil.rmtree(out / "model", ignore_errors=True)
+    for name in (files.study, files.rungs, SEARCH_FILE, "trials.parquet", "epochs.parquet", "best.json", "best.md"):
+        (out / name).unlink(missing_ok=True)
 
 
 def run_task(prepared: Prepared) -> dict:
-    """Search, retrain and write every file of the contract under OUT/TASK; returns best.json's content."""
-    opts, data = prepared.options, prepared.data
+    """Search (or continue the search), retrain and write every file of the contract under OUT/TASK; returns
+    best.json's content. Ctrl-C raises SearchInterrupted after the tables of what finished are written."""
+    opts, data, files = prepared.options, prepared.data, prepared.files
     out = opts.task_dir
     out.mkdir(parents=True, exist_ok=True)
+    if opts.overwrite:
+        discard_search(out, files)
     report = data.cache.report()
     write_json(out / "data_report.json", report)
+    elapsed_before = _read_json(out / SEARCH_FILE).get("elapsed_s", 0.0) if opts.resume else 0.0
     resources = plan_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}
     setup = TrialSetup(data.cache, opts.max_epochs, opts.seed, opts.cpus_per_trial, refs)
-    storage = opts.storage or str(out / "tune")
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
-    finished_before = (out / "best.json").exists()
 
     started = time.perf_counter()
     points = [*prepared.warm_points, *baseline_points(opts.backbones, opts.trials)][: max(1, opts.trials // 2)]
-    records = run_trials(
-        setup, list(opts.backbones), opts.trials, resources, storage, opts.resume, finished_before, points
+    write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
+    outcome = run_trials(
+        setup, list(opts.backbones), opts.trials, resources, files, opts.resume, points, opts.max_failures
     )
-    search_wall = time.perf_counter() - started
+    search_wall = elapsed_before + time.perf_counter() - started
+    write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": search_wall})
     pretrained = {b: p.state_dict is not None for b, p in prepared.weights.items()}
-    trials, epochs = trials_frame(records, opts.max_epochs, pretrained), epochs_frame(records)
+    finished = [r for r in outcome.records if r["finished"]]
+    trials = trials_frame(finished, opts.max_epochs, pretrained)
     write_parquet(out / "trials.parquet", trials)
-    write_parquet(out / "epochs.parquet", epochs)
+    write_parquet(out / "epochs.parquet", epochs_frame(outcome.records))
+    if outcome.interrupted:
+        raise SearchInterrupted(
+            f"{data.task.name}: stopped with {len(finished)} of {opts.trials} trials finished "
+            f"(their tables are in {out}; every trial's latest checkpoint is kept)"
+        )
 
     try:
         best = best_trial(trials)
@@ -106,7 +195,16 @@ def run_task(prepared: Prepared) -> dict:
         errors = [err for err in trials["error"] if err]
         example = f"; e.g. {errors[0]}" if errors else ""
         raise SearchFailed(f"{e}{example}; every trial is in {out / 'trials.parquet'}") from None
-    config = {k: _plain(best[k]) for k in CONFIG_COLUMNS}
+    previous = _read_json(out / "best.json")
+    if (
+        previous.get("trial_id") == best["trial_id"]
+        and "test_acc" in previous
+        and (out / "model" / "weights.safetensors").is_file()
+        and not opts.retrain_again
+    ):
+        log.info("%s: trial %s was already retrained (--retrain-again repeats it)", data.task.name, best["trial_id"])
+        return previous
+    config = {k: _plain(best[k]) for k in CONFIG_COLUMNS} | {"batch_size": int(best["trained_batch_size"])}
     trial_hours = float(trials["wall_s"].sum()) / 3600
     record = {
         "task": data.task.name,
@@ -131,21 +229,29 @@ def run_task(prepared: Prepared) -> dict:
             "max_epochs": opts.max_epochs,
             "backbones": list(opts.backbones),
             "pretrained_sources": {b: p.source for b, p in prepared.weights.items()},
+            "study": files.study_url(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
     if opts.retrain:
-        outcome = run_retrain(config, setup, resources)
-        save_model(out / "model", outcome, config, list(data.cache.classes), opts.image_size)
-        record.update(
-            test_acc=outcome["test_acc"],
-            test_macro_f1=outcome["test_macro_f1"],
-            test_loss=outcome["test_loss"],
-            test_confusion=outcome["confusion"],
-            retrain_wall_s=outcome["wall_s"],
+        log.info(
+            "%s: retraining trial %s's configuration (%s) on train+val for %d epochs",
+            data.task.name,
+            best["trial_id"],
+            config["backbone"],
+            opts.max_epochs,
         )
-        record["cpu_hours"] += outcome["wall_s"] * resources.retrain_cpus / 3600
-        record["gpu_hours"] += outcome["wall_s"] * resources.retrain_gpus / 3600
+        retrained = run_retrain(config, setup, resources)
+        save_model(out / "model", retrained, config, list(data.cache.classes), opts.image_size)
+        record.update(
+            test_acc=retrained["test_acc"],
+            test_macro_f1=retrained["test_macro_f1"],
+            test_loss=retrained["test_loss"],
+            test_confusion=retrained["confusion"],
+            retrain_wall_s=retrained["wall_s"],
+        )
+        record["cpu_hours"] += retrained["wall_s"] * resources.retrain_cpus / 3600
+        record["gpu_hours"] += retrained["wall_s"] * resources.retrain_gpus / 3600
     write_json(out / "best.json", record)
     write_text(out / "best.md", best_markdown(record))
     return record

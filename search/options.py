@@ -33,9 +33,12 @@ class SearchOptions:
     address: str | None = None
     storage: str | None = None
     resume: bool = False
+    overwrite: bool = False
+    max_failures: int = 2
     download: bool = False
     warm_start: str | None = None
     retrain: bool = True
+    retrain_again: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -44,6 +47,10 @@ class SearchOptions:
             if value is not None and value < 1:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be a positive whole number, got {value}")
+        if self.max_failures < 0:
+            raise UsageError(f"--max-failures must be 0 or more (restarts of a failed trial), got {self.max_failures}")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume continues the search in OUT and --overwrite replaces it; pass one of them")
         if self.image_size is not None and self.image_size < 16:
             raise UsageError(f"--image-size must be at least 16 px, got {self.image_size}")
         if self.gpus_per_trial is not None and not (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 import ray
@@ -20,10 +22,14 @@ def run_retrain(config: dict, setup: TrialSetup, resources: Resources) -> dict:
 
 
 def save_model(directory: Path, outcome: dict, config: dict, classes: list[str], image_size: int) -> None:
-    """``weights.safetensors``, ``config.json`` and ``labels.json``: loadable with timm + safetensors alone."""
-    atomic_write(directory / "weights.safetensors", lambda p: save_file(outcome["state_dict"], str(p)))
+    """``weights.safetensors``, ``config.json`` and ``labels.json``: loadable with timm + safetensors alone. The
+    folder is written beside ``directory`` and swapped in whole, so a crash never mixes two retrains' files."""
+    staging = directory.with_name(f".{directory.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    atomic_write(staging / "weights.safetensors", lambda p: save_file(outcome["state_dict"], str(p)))
     write_json(
-        directory / "config.json",
+        staging / "config.json",
         {
             "backbone": config["backbone"],
             "num_classes": len(classes),
@@ -33,4 +39,10 @@ def save_model(directory: Path, outcome: dict, config: dict, classes: list[str],
             "config": config,
         },
     )
-    write_json(directory / "labels.json", classes)
+    write_json(staging / "labels.json", classes)
+    old = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)

@@ -37,19 +37,37 @@ def baseline_points(backbones: Sequence[str], trials: int) -> list[dict]:
     return points[: trials // 2]
 
 
+class StudySearch(OptunaSearch):
+    """OptunaSearch on a persisted study: each Optuna trial names its Ray trial, and a restore fails the Optuna
+    trials that were asked for after the last experiment snapshot (Ray Tune never ran them and never will)."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return config
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        for orphan in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if orphan.number not in known:
+                self._ot_study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+
+
 def make_searcher(
     backbones: Sequence[str],
     seed: int,
     trials: int,
     storage: optuna.storages.BaseStorage | None = None,
     points: Sequence[dict] = (),
-) -> OptunaSearch:
+) -> StudySearch:
     """TPE seeded by ``seed``, starting from ``points`` (warm start); then a third of the trials (3..10) are random
     start-up points before TPE models the results."""
     sampler = optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=min(10, max(3, trials // 3)), multivariate=True, constant_liar=True
     )
-    return OptunaSearch(
+    return StudySearch(
         search_space(backbones),
         metric=METRIC,
         mode=MODE,

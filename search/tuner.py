@@ -1,34 +1,101 @@
-"""Ray Tune wiring: OptunaSearch (TPE) proposes, ASHA stops the weak, every epoch is checkpointed."""
+"""Ray Tune wiring: OptunaSearch (TPE) proposes, ASHA stops the weak, every epoch is checkpointed, and a search
+killed at any point continues with ``Tuner.restore``."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 
-from datasets import UsageError
+from results import write_json
 from search.cluster import Resources
 from search.space import METRIC, MODE, make_searcher
 from trainables import TrialSetup, train_trial
 
-EXPERIMENT = "search"
+FINISHED = (Trial.TERMINATED, Trial.ERROR)
 
 
-def make_scheduler(max_epochs: int) -> ASHAScheduler:
-    """Rungs at a quarter, half and all of ``max_epochs``; at each, the lower half stops."""
-    return ASHAScheduler(
-        time_attr="training_iteration",
+class ResumableASHA(ASHAScheduler):
+    """ASHA whose rungs survive a killed driver. Ray Tune saves the searcher with the experiment but rebuilds the
+    scheduler as it was at the start, so the rungs are mirrored to a JSON file and read back when unpickled."""
+
+    def __init__(self, state_file: str | Path, **kwargs):
+        super().__init__(**kwargs)
+        self._state_file = str(state_file)
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        self._save()
+        return action
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, result)
+        self._save()
+
+    def rungs(self) -> list[list[tuple[float, dict[str, float]]]]:
+        """Per bracket, each rung's milestone and the results recorded there (trial id -> signed metric)."""
+        return [[(float(m), {t: float(v) for t, v in rec.items()}) for m, rec in b._rungs] for b in self._brackets]
+
+    def _save(self) -> None:
+        write_json(Path(self._state_file), {"rungs": self.rungs(), "stopped": self._num_stopped})
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        path = Path(self._state_file)
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            for bracket, rungs in zip(self._brackets, saved["rungs"], strict=True):
+                bracket._rungs = [(milestone, dict(recorded)) for milestone, recorded in rungs]
+            self._num_stopped = saved["stopped"]
+
+
+def make_scheduler(max_epochs: int, state_file: str | Path) -> ResumableASHA:
+    """Rungs at a quarter, half and all of ``max_epochs``; at each, the lower half stops. The time is the trial's
+    own epoch count, which a restored trial continues, not Ray's iteration counter."""
+    return ResumableASHA(
+        state_file,
+        time_attr="epoch",
         max_t=max_epochs,
         grace_period=max(1, max_epochs // 4),
         reduction_factor=2,
     )
 
 
-def experiment_path(storage: str) -> str:
-    return storage.rstrip("/") + "/" + EXPERIMENT
+@dataclass(frozen=True)
+class SearchFiles:
+    """Where one task's search keeps its state: Ray Tune's experiment, the Optuna study and ASHA's rungs."""
+
+    experiment: str  # a local path or a URI
+    study: Path
+    rungs: Path
+
+    @classmethod
+    def under(cls, task_dir: Path, storage: str | None, name: str) -> SearchFiles:
+        root = storage or str(task_dir / "tune")
+        if "://" not in root:
+            root = str(Path(root).expanduser().resolve())
+        return cls(root.rstrip("/") + "/" + name, task_dir / "study.db", task_dir / "rungs.json")
+
+    def exists(self) -> bool:
+        return tune.Tuner.can_restore(self.experiment)
+
+    def study_url(self) -> str:
+        return f"sqlite:///{self.study}"
+
+
+@dataclass
+class Outcome:
+    """What ``run_trials`` gives back: one record per trial, and whether Ctrl-C ended the search early."""
+
+    records: list[dict]
+    interrupted: bool
 
 
 def run_trials(
@@ -36,44 +103,35 @@ def run_trials(
     backbones: list[str],
     trials: int,
     resources: Resources,
-    storage: str,
+    files: SearchFiles,
     resume: bool,
-    finished_before: bool,
     points: list[dict],
     max_failures: int = 2,
-) -> list[dict]:
-    """Run (or continue) the search and return one plain record per trial."""
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, setup=setup),
+    trainable: Callable[[dict, TrialSetup], None] = train_trial,
+) -> Outcome:
+    """Run (or, with ``resume``, continue) the search; the caller has checked that ``files`` fit the request."""
+    wrapped = tune.with_resources(
+        tune.with_parameters(trainable, setup=setup),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
     )
-    path = experiment_path(storage)
-    exists = tune.Tuner.can_restore(path)
     if resume:
-        if not exists:
-            raise UsageError(f"--resume: no search to continue in {path}; run without --resume to start one")
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        tuner = tune.Tuner.restore(files.experiment, trainable=wrapped, resume_unfinished=True, resume_errored=False)
     else:
-        if exists and not finished_before:
-            raise UsageError(
-                f"an unfinished search is in {path}; continue it with --resume, "
-                "or pass another --out to start a new one"
-            )
-        if exists and "://" not in storage:
-            shutil.rmtree(path)  # the previous search finished and its tables are written; start afresh
+        storage = optuna.storages.RDBStorage(files.study_url())
+        *storage_path, name = files.experiment.split("/")
         tuner = tune.Tuner(
-            trainable,
+            wrapped,
             tune_config=tune.TuneConfig(
                 metric=METRIC,  # the scheduler's and the progress table's; the searcher gets it at creation
                 mode=MODE,
-                search_alg=make_searcher(backbones, setup.seed, trials, points=points),
-                scheduler=make_scheduler(setup.max_epochs),
+                search_alg=make_searcher(backbones, setup.seed, trials, storage=storage, points=points),
+                scheduler=make_scheduler(setup.max_epochs, files.rungs),
                 num_samples=trials,
                 max_concurrent_trials=resources.concurrency,
             ),
             run_config=tune.RunConfig(
-                name=EXPERIMENT,
-                storage_path=storage,
+                name=name,
+                storage_path="/".join(storage_path),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 verbose=1,
@@ -82,19 +140,24 @@ def run_trials(
     # keeping one checkpoint per trial forces a state snapshot per epoch; that is intended, not worth a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     grid = tuner.fit()
-    return [_record(result) for result in grid]
+    # the statuses as saved, which --resume will see: after Ctrl-C Ray marks the live trials TERMINATED in memory
+    by_path = {t.path: t for t in tune.ExperimentAnalysis(files.experiment).trials}
+    records = [_record(result, by_path[result.path]) for result in grid]
+    return Outcome(records, interrupted=not all(r["finished"] for r in records))
 
 
-def _record(result: tune.Result) -> dict:
+def _record(result: tune.Result, trial: Trial) -> dict:
     frame = result.metrics_dataframe
     history = [] if frame is None else frame.to_dict("records")
     last = history[-1] if history else result.metrics or {}
     return {
-        "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
+        "trial_id": trial.trial_id,
         "config": dict(result.config or {}),
         "history": history,
         "node": last.get("node", ""),
         "error": None if result.error is None else _error_line(result.error),
+        "finished": trial.status in FINISHED,
+        "failures": trial.run_metadata.num_failures,
     }
 
 

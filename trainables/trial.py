@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +23,7 @@ from ray import tune
 from torch import nn
 
 from datasets import DataCache
-from trainables.checkpoint import load_checkpoint, save_checkpoint
+from trainables.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
 from trainables.loop import Images, evaluate, steps_per_epoch, train_epoch
 from trainables.model import build_model, freeze, preprocessing, trainable_parameters
@@ -71,7 +74,7 @@ def fit(
     if resume is not None:
         model.load_state_dict(resume["model"])  # before the optimizer's state, which follows the parameters' device
         optimizer.load_state_dict(resume["optimizer"])
-        torch.set_rng_state(resume["torch_rng"])
+        restore_rng(resume)
         start = int(resume["epoch"])
     train = Images([setup.data.load(s) for s in train_splits])
     val = Images([setup.data.load(val_split)]) if val_split else None
@@ -100,7 +103,12 @@ def fit(
             loss, seen, seconds = train_epoch(
                 model, optimizer, train, aug_strength=config.aug_strength, prep=prep, **common
             )
-        metrics = {"epoch": epoch + 1, "train_loss": loss, "img_per_s": seen / max(seconds, 1e-9)}
+        metrics = {
+            "epoch": epoch + 1,
+            "batch_size": config.batch_size,
+            "train_loss": loss,
+            "img_per_s": seen / max(seconds, 1e-9),
+        }
         if val is not None:
             result = (
                 evaluate_features(model.get_classifier(), features[val_split], val.labels, num_classes, device)
@@ -112,8 +120,16 @@ def fit(
     return model
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """A GPU (or host) allocation failed: the batch did not fit, the configuration may still be good."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+    )
+
+
 def train_trial(config: dict, setup: TrialSetup) -> None:
-    """The Ray Tune function trainable: reports every epoch with a checkpoint, resumes from the latest one."""
+    """The Ray Tune function trainable: reports every epoch with a checkpoint, resumes from the latest one, and
+    retries once with half the batch size when the batch does not fit in memory."""
     cfg = TrialConfig.from_dict(config)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     node = ray.get_runtime_context().get_node_id()
@@ -121,17 +137,40 @@ def train_trial(config: dict, setup: TrialSetup) -> None:
     if (checkpoint := tune.get_checkpoint()) is not None:
         with checkpoint.as_directory() as directory:
             resume = load_checkpoint(directory)
-    started = time.perf_counter()
+        cfg = dataclasses.replace(cfg, batch_size=int(resume["batch_size"]))  # a halved batch stays halved
+    started = time.perf_counter() - (resume or {}).get("wall_s", 0.0)  # time before a restart counts too
+    with tempfile.TemporaryDirectory() as scratch:
+        latest: list[Path] = []  # the last reported checkpoint, kept until the next: an OOM retry starts there
 
-    def report(metrics: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            save_checkpoint(directory, model, optimizer, metrics["epoch"])
+        def report(metrics: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+            directory = Path(scratch, f"epoch_{metrics['epoch']}")
+            directory.mkdir(exist_ok=True)
+            metrics = {**metrics, "wall_s": time.perf_counter() - started, "node": node}
+            save_checkpoint(directory, model, optimizer, {k: metrics[k] for k in ("epoch", "batch_size", "wall_s")})
             tune.report(
-                {**metrics, "wall_s": time.perf_counter() - started, "node": node},
+                metrics,
                 checkpoint=tune.Checkpoint.from_directory(directory),
             )
+            for old in latest:
+                shutil.rmtree(old, ignore_errors=True)
+            latest[:] = [directory]
 
-    fit(cfg, setup, ("train",), "val", report, resume)
+        try:
+            fit(cfg, setup, ("train",), "val", report, resume)
+            return
+        except Exception as e:
+            if not out_of_memory(e) or cfg.batch_size < 2:
+                raise
+            reason = str(e).splitlines()[0]
+        # out of the except block, so the failed attempt's tensors (held by its traceback) can be freed
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        smaller = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
+        logging.getLogger(__name__).warning(
+            "batch of %d did not fit (%s); retrying with %d", cfg.batch_size, reason, smaller.batch_size
+        )
+        fit(smaller, setup, ("train",), "val", report, load_checkpoint(latest[0]) if latest else resume)
 
 
 def retrain(config: dict, setup: TrialSetup) -> dict:
