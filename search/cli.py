@@ -97,17 +97,20 @@ def _search_command(argv: Sequence[str]) -> int:
     from search.driver import Prepared, run_task, write_summary
 
     prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
-    done = 0
+    for item in prepared:
+        if item.done:
+            print(best_markdown(item.done), flush=True)
+    todo = [p for p in prepared if not p.done]
     try:
-        with ray_session(args.address) as dashboard:
-            if dashboard:
-                print(f"Ray dashboard: {dashboard}", flush=True)
-            for item in prepared:
-                print(best_markdown(run_task(item)), flush=True)
-                done += 1
+        if todo:
+            with ray_session(args.address) as dashboard:
+                if dashboard:
+                    print(f"Ray dashboard: {dashboard}", flush=True)
+                for item in todo:
+                    print(best_markdown(run_task(item)), flush=True)
     except (KeyboardInterrupt, SearchInterrupted) as e:
-        started = [p.options.task for p in prepared[: done + 1] if p.files.exists()]
-        rest = [p.options.task for p in prepared[done:] if p.options.task not in started]
+        started = [p.options.task for p in prepared if p.done or p.files.exists()]
+        rest = [p.options.task for p in prepared if p.options.task not in started]
         commands = [_command(parser, args, started, resume=True)] if started else []
         commands += [_command(parser, args, rest, resume=False)] if rest else []
         reason = str(e) if isinstance(e, SearchInterrupted) else "interrupted"

@@ -105,6 +105,18 @@ class Prepared:
             "space": {k: repr(v) for k, v in search_space(self.options.backbones).items()},
         }
         check_existing(self.options, self.files, self.signature)
+        self.done = finished_record(self.options)
+        if self.done:
+            log.info("%s: this search already finished (--retrain-again repeats the retrain)", self.data.task.name)
+
+
+def finished_record(opts: ResolvedOptions) -> dict | None:
+    """With --resume, best.json of a search that finished and (when asked) retrained: nothing is left to run."""
+    best = _read_json(opts.task_dir / "best.json")
+    if not opts.resume or opts.retrain_again or not best:
+        return None
+    retrained = "test_acc" in best and (opts.task_dir / "model" / "weights.safetensors").is_file()
+    return best if retrained or not opts.retrain else None
 
 
 def check_existing(opts: ResolvedOptions, files: SearchFiles, signature: dict) -> None:
@@ -195,15 +207,6 @@ def run_task(prepared: Prepared) -> dict:
         errors = [err for err in trials["error"] if err]
         example = f"; e.g. {errors[0]}" if errors else ""
         raise SearchFailed(f"{e}{example}; every trial is in {out / 'trials.parquet'}") from None
-    previous = _read_json(out / "best.json")
-    if (
-        previous.get("trial_id") == best["trial_id"]
-        and "test_acc" in previous
-        and (out / "model" / "weights.safetensors").is_file()
-        and not opts.retrain_again
-    ):
-        log.info("%s: trial %s was already retrained (--retrain-again repeats it)", data.task.name, best["trial_id"])
-        return previous
     config = {k: _plain(best[k]) for k in CONFIG_COLUMNS} | {"batch_size": int(best["trained_batch_size"])}
     trial_hours = float(trials["wall_s"].sum()) / 3600
     record = {

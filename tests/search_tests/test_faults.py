@@ -1,0 +1,278 @@
+"""Faults for real: a trial's worker killed mid-epoch, a trial that always raises, Ctrl-C and kill -9 of the driver
+followed by --resume, and a retrain killed midway. Nothing here imitates a failure: processes are killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from ray import cloudpickle
+
+from datasets import make_demo_dataset
+from results import best_trial, trials_frame
+from search import main
+from search.cluster import plan_resources
+from search.data import resolve_task
+from search.driver import Prepared, run_task
+from search.options import SearchOptions
+from search.tuner import SearchFiles, run_trials
+from trainables import TrialSetup, train_trial
+
+LIMIT_S = 240  # no single stage of a test may hang the suite longer than this
+
+
+def _wait(condition, what: str, timeout: float = LIMIT_S, process: subprocess.Popen | None = None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if (value := condition()) is not None:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the search exited ({process.returncode}) before {what}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _results(trial_dir: Path) -> list[dict]:
+    """The results Ray Tune logged for a trial, one per reported epoch (a line still being written is left out)."""
+    path = trial_dir / "result.json"
+    text = path.read_text() if path.is_file() else ""
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+
+
+def _statuses(experiment: Path) -> dict[str, str]:
+    """Trial id -> status in the newest experiment snapshot Ray Tune saved (what --resume will see)."""
+    for path in sorted(experiment.glob("experiment_state-*.json"), reverse=True)[:1]:
+        try:
+            trials = [json.loads(data) for data, _ in json.loads(path.read_text())["trial_data"]]
+        except (json.JSONDecodeError, OSError):
+            return {}  # being rewritten
+        return {t["trial_id"]: t["status"] for t in trials}
+    return {}
+
+
+@pytest.fixture(scope="module")
+def eggs(tmp_path_factory) -> Path:
+    """Enough images that an epoch lasts long enough to be killed in the middle."""
+    return make_demo_dataset("egg", tmp_path_factory.mktemp("eggs"), per_class={"train": 80, "valid": 16, "test": 16})
+
+
+def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_epoch_once(ray_cluster, eggs, tmp_path):
+    options = SearchOptions(
+        task=str(eggs),
+        backbones=("resnet10t",),
+        pretrained="off",
+        trials=1,  # the one trial is the first baseline recipe: full fine-tuning
+        max_epochs=3,
+        image_size=48,
+        retrain=False,
+        out=str(tmp_path),
+    )
+    prepared = Prepared(options)
+    experiment = Path(prepared.files.experiment)
+    killed: dict = {}
+
+    def kill_during_second_epoch():
+        trial_dir = _wait(lambda: next(experiment.glob("train_trial_*"), None), "the trial to start")
+        first = _wait(lambda: (_results(trial_dir) or [None])[0], "the first epoch")
+        time.sleep(0.3 * first["time_this_iter_s"])  # well inside the second epoch
+        os.kill(first["pid"], signal.SIGKILL)
+        killed.update(pid=first["pid"], epochs=len(_results(trial_dir)))
+
+    killer = threading.Thread(target=kill_during_second_epoch, daemon=True)
+    killer.start()
+    run_task(prepared)
+    killer.join(timeout=5)
+    assert killed.get("epochs") == 1, "the worker should have died during its second epoch"
+
+    trials = pd.read_parquet(tmp_path / prepared.data.task.name / "trials.parquet")
+    epochs = pd.read_parquet(tmp_path / prepared.data.task.name / "epochs.parquet")
+    assert trials["status"].tolist() == ["TERMINATED"] and trials["failures"].tolist() == [1]
+    assert epochs["epoch"].tolist() == [1, 2, 3]  # each once, though epoch 2 started twice
+    history = _results(next(experiment.glob("train_trial_*")))
+    assert [h["epoch"] for h in history] == [1, 2, 3], "the new worker continued from epoch 1's checkpoint"
+    pids = [h["pid"] for h in history]
+    assert pids[0] == killed["pid"] and killed["pid"] not in pids[1:], "epochs 2 and 3 ran in a new worker"
+
+
+def always_raises_for_the_first_recipe(config: dict, setup: TrialSetup) -> None:
+    """A trial whose configuration can never work (here: the first baseline recipe); the others train."""
+    if config["freeze_depth"] == 0 and config["lr"] == 1e-3:
+        raise ValueError(f"this configuration cannot train: lr={config['lr']}, freeze_depth=0")
+    train_trial(config, setup)
+
+
+def test_a_trial_that_always_raises_ends_as_error_after_its_retries_and_the_others_finish(ray_cluster, eggs, tmp_path):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import the tests
+    prepared = Prepared(
+        SearchOptions(task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=24, out=str(tmp_path))
+    )
+    files = SearchFiles.under(tmp_path, None, "raises")
+    setup = TrialSetup(prepared.data.cache, max_epochs=2)
+    points = [{"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}]
+    points[0] |= {"batch_size": 32, "label_smoothing": 0.0, "dropout": 0.0}
+    outcome = run_trials(
+        setup,
+        ["resnet10t"],
+        trials=3,
+        resources=plan_resources(1, 0, None),
+        files=files,
+        resume=False,
+        points=points,
+        max_failures=1,
+        trainable=always_raises_for_the_first_recipe,
+    )
+    trials = trials_frame(outcome.records, max_epochs=2)
+    failed = trials[trials["status"] == "ERROR"]
+    assert len(trials) == 3 and not outcome.interrupted
+    assert len(failed) == 1 and failed["failures"].tolist() == [2], "one first run and max_failures=1 restart"
+    assert "ValueError: this configuration cannot train" in failed["error"].iloc[0]
+    assert (trials.loc[trials["status"] != "ERROR", "epochs_run"] >= 1).all()
+    assert best_trial(trials)["trial_id"] not in failed["trial_id"].tolist()
+
+
+# --- the driver: Ctrl-C, then kill -9, then kill -9 during the retrain, each followed by --resume -------------------
+
+TRIALS = 6
+
+
+def _command(eggs: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "search", str(eggs), "--out", str(out), "--trials", str(TRIALS)),
+        *("--max-epochs", "4", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off", *extra),
+    ]
+
+
+class Driver:
+    """``python -m search`` in its own process group, as a terminal runs it."""
+
+    def __init__(self, argv: list[str], log: Path):
+        self.log = log
+        self.process = subprocess.Popen(
+            argv, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=Path.cwd()
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def finish(self) -> int:
+        try:
+            return self.process.wait(timeout=LIMIT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            pytest.fail(f"the search did not end; its output:\n{self.output()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def interrupted_search(eggs, tmp_path_factory) -> dict:
+    """One search taken through every driver fault in turn; each stage's observations, for the tests below."""
+    out = tmp_path_factory.mktemp("runs")
+    task = resolve_task(str(eggs)).name
+    experiment = out / task / "tune" / task
+    stages: dict = {"out": out, "task": out / task, "experiment": experiment}
+
+    def finished(count: int):
+        def check():
+            done = [t for t, s in _statuses(experiment).items() if s == "TERMINATED"]
+            return done if len(done) >= count else None
+
+        return check
+
+    # 1. Ctrl-C (SIGINT to the whole process group, as a terminal sends it) once a trial has finished
+    first = Driver(_command(eggs, out), out / "1.log")
+    done = _wait(finished(1), "a finished trial", process=first.process)
+    os.killpg(first.process.pid, signal.SIGINT)
+    stages["ctrl_c"] = {"code": first.finish(), "output": first.output(), "finished": done}
+    stages["ctrl_c"]["trials"] = pd.read_parquet(out / task / "trials.parquet")
+
+    # 2. the printed command, killed with SIGKILL (the driver alone) once three trials have finished
+    printed = stages["ctrl_c"]["output"].split("to continue: ")[-1].strip()
+    argv = shlex.split(printed)
+    second = Driver([sys.executable, *argv[1:]], out / "2.log")
+    done = _wait(finished(3), "three finished trials", process=second.process)
+    second.process.send_signal(signal.SIGKILL)
+    stages["kill"] = {"code": second.finish(), "at": time.time(), "finished": done, "argv": argv}
+
+    # 3. --resume to the end of the search, killed during the retrain
+    third = Driver(_command(eggs, out, "--resume"), out / "3.log")
+    _wait(lambda: "retraining trial" in third.output() or None, "the retrain to start", process=third.process)
+    time.sleep(1.0)
+    third.process.send_signal(signal.SIGKILL)
+    stages["retrain_kill"] = {"code": third.finish(), "at": time.time(), "best": (out / task / "best.json").exists()}
+
+    # 4. --resume: nothing left to search, the retrain runs again; 5. --resume once more: nothing to do
+    for name in ("resumed", "again"):
+        run = Driver(_command(eggs, out, "--resume"), out / f"{name}.log")
+        stages[name] = {"code": run.finish(), "output": run.output()}
+        if name == "resumed":
+            stages[name]["model_mtime"] = (out / task / "model" / "weights.safetensors").stat().st_mtime
+    return stages
+
+
+def test_ctrl_c_exits_130_with_the_resume_command_and_the_finished_trials_tables(interrupted_search):
+    stage = interrupted_search["ctrl_c"]
+    assert stage["code"] == 130, stage["output"][-2000:]
+    assert "to continue: python -m search" in stage["output"] and stage["output"].rstrip().endswith("--resume")
+    trials = stage["trials"]
+    assert set(stage["finished"]) <= set(trials["trial_id"]) and len(trials) < TRIALS
+    assert trials["status"].isin(["TERMINATED", "STOPPED", "ERROR"]).all()
+    assert (interrupted_search["task"] / "epochs.parquet").is_file()
+
+
+def test_after_kill_9_resume_runs_each_trial_once_and_never_reruns_a_finished_one(interrupted_search):
+    kill = interrupted_search["kill"]
+    assert kill["code"] == -signal.SIGKILL
+    task = interrupted_search["task"]
+    trials = pd.read_parquet(task / "trials.parquet")
+    epochs = pd.read_parquet(task / "epochs.parquet")
+    assert len(trials) == TRIALS and trials["trial_id"].is_unique
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    for trial_id in kill["finished"]:
+        stamps = epochs.loc[epochs["trial_id"] == trial_id, "timestamp"]
+        assert len(stamps) and (stamps <= kill["at"]).all(), f"{trial_id} finished before the kill and ran again"
+        trial_dir = next(interrupted_search["experiment"].glob(f"train_trial_{trial_id}_*"))
+        assert len(_results(trial_dir)) == len(stamps), f"{trial_id} reported again after the kill"
+
+
+def test_the_optuna_study_is_kept_beside_the_results_with_every_trial(interrupted_search):
+    task = interrupted_search["task"]
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{task / 'study.db'}")
+    trials = pd.read_parquet(task / "trials.parquet")
+    told = {t.user_attrs["ray_trial_id"]: t for t in study.trials if "ray_trial_id" in t.user_attrs}
+    assert set(trials["trial_id"]) <= set(told)
+    assert all(told[t].state != optuna.trial.TrialState.RUNNING for t in trials["trial_id"])
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_a_retrain_killed_midway_and_resumed_writes_one_result_and_is_not_repeated(interrupted_search):
+    task = interrupted_search["task"]
+    assert interrupted_search["retrain_kill"]["code"] == -signal.SIGKILL
+    assert not interrupted_search["retrain_kill"]["best"], "the kill should land before best.json is written"
+    resumed, again = interrupted_search["resumed"], interrupted_search["again"]
+    assert resumed["code"] == 0, resumed["output"][-2000:]
+    best = json.loads((task / "best.json").read_text())
+    assert 0 <= best["test_acc"] <= 1 and best["trials"]["total"] == TRIALS
+    assert sorted(p.name for p in task.iterdir() if "model" in p.name) == ["model"]
+    assert again["code"] == 0 and "already finished" in again["output"]
+    assert (task / "model" / "weights.safetensors").stat().st_mtime == resumed["model_mtime"]
+    assert json.loads((task / "best.json").read_text()) == best
+
+
+def test_resume_needs_the_same_search_and_a_new_search_does_not_overwrite_one(interrupted_search, capsys):
+    argv = interrupted_search["kill"]["argv"][3:]  # the command the Ctrl-C printed, without "python -m search"
+    assert main([a if a != str(TRIALS) else "7" for a in argv]) == 2
+    assert "--trials: 6 then, 7 now" in capsys.readouterr().err
+    assert main([a for a in argv if a != "--resume"]) == 2
+    assert "continue it with --resume, replace it with --overwrite" in capsys.readouterr().err
+    other = interrupted_search["out"] / "elsewhere"
+    assert main([*argv, "--out", str(other)]) == 2
+    assert "--resume: no search of" in capsys.readouterr().err
