@@ -140,8 +140,8 @@ def run_trials(
         )
     # keeping one checkpoint per trial forces a state snapshot per epoch; that is intended, not worth a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    grid = tuner.fit()
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # "no metrics" of pending trials
+    grid = tuner.fit()
     # the statuses as saved, which --resume will see: after Ctrl-C Ray marks the live trials TERMINATED in memory
     by_path = {t.path: t for t in tune.ExperimentAnalysis(files.experiment).trials}
     records = [_record(result, by_path[result.path]) for result in grid]

@@ -276,3 +276,39 @@ def test_resume_needs_the_same_search_and_a_new_search_does_not_overwrite_one(in
     other = interrupted_search["out"] / "elsewhere"
     assert main([*argv, "--out", str(other)]) == 2
     assert "--resume: no search of" in capsys.readouterr().err
+
+
+MEMORY_CAP_MB = 900  # at 160 px, resnet10t needs about 550-650 MB more to train a batch of 32 and 900-1000 for 64
+
+
+def memory_capped_trial(config: dict, setup: TrialSetup) -> None:
+    """A worker whose address space is capped, as a GPU's memory is: the allocator really fails."""
+    import resource
+
+    status = Path("/proc/self/status").read_text().splitlines()
+    size = next(int(line.split()[1]) for line in status if line.startswith("VmSize")) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + MEMORY_CAP_MB * 2**20, resource.RLIM_INFINITY))
+    train_trial(config, setup)
+
+
+def test_a_batch_that_does_not_fit_in_memory_is_retried_once_at_half_the_size(ray_cluster, eggs, tmp_path):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    prepared = Prepared(
+        SearchOptions(task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=160, out=str(tmp_path))
+    )
+    point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
+    point |= {"batch_size": 64, "label_smoothing": 0.0, "dropout": 0.0}
+    outcome = run_trials(
+        TrialSetup(prepared.data.cache, max_epochs=1),
+        ["resnet10t"],
+        trials=1,
+        resources=plan_resources(1, 0, None),
+        files=SearchFiles.under(tmp_path, None, "memory"),
+        resume=False,
+        points=[point],
+        max_failures=0,
+        trainable=memory_capped_trial,
+    )
+    trials = trials_frame(outcome.records, max_epochs=1)
+    assert trials["status"].tolist() == ["TERMINATED"], trials["error"].tolist()
+    assert trials["batch_size"].tolist() == [64] and trials["trained_batch_size"].tolist() == [32]

@@ -1,5 +1,7 @@
 """Pretrained weights: resolved once in the driver, shipped through Ray's object store, required or not."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import timm
@@ -47,7 +49,7 @@ def test_trials_get_the_files_weights_through_the_object_store_not_the_file(
     assert trials["status"].ne("ERROR").all() and trials["pretrained"].all()
     probe = trials[trials["freeze_depth"] == 5].iloc[0]  # the warm start's linear probe keeps the backbone as is
     checkpoint = next(
-        (out / "tune" / "search").glob(f"train_trial_{probe['trial_id']}_*/checkpoint_*/model.safetensors")
+        Path(prepared.files.experiment).glob(f"train_trial_{probe['trial_id']}_*/checkpoint_*/model.safetensors")
     )
     trained = load_file(str(checkpoint))
     backbone = [k for k in expected if not k.startswith("fc.")]
