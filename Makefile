@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m search egg --demo
+	$(PY) -m search egg --demo --overwrite
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -12,8 +12,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from wsgiref.util import setup_testing_defaults
 
 import optuna
+import optuna_dashboard
 import pandas as pd
 import pytest
 from ray import cloudpickle
@@ -251,6 +253,13 @@ def test_the_optuna_study_is_kept_beside_the_results_with_every_trial(interrupte
     assert set(trials["trial_id"]) <= set(told)
     assert all(told[t].state != optuna.trial.TrialState.RUNNING for t in trials["trial_id"])
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+    app = optuna_dashboard.wsgi(f"sqlite:///{task / 'study.db'}")  # what `optuna-dashboard URL` serves
+    environ: dict = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = f"/api/studies/{study._study_id}"
+    page = json.loads(b"".join(app(environ, lambda status, headers, exc_info=None: None)))
+    assert len(page["trials"]) == len(study.trials)
 
 
 def test_a_retrain_killed_midway_and_resumed_writes_one_result_and_is_not_repeated(interrupted_search):
