@@ -1,6 +1,18 @@
-"""Pure functions from search results to tables, and writing them atomically."""
+"""Pure functions from search results to tables, plots and the report page, and writing them atomically."""
 
+from results.analysis import (
+    BACKBONE_COLUMNS,
+    PROGRESS_COLUMNS,
+    TOP_COLUMNS,
+    backbone_frame,
+    pareto_front,
+    progress_frame,
+    top_confusions,
+    top_k_frame,
+)
 from results.io import atomic_write, write_csv, write_json, write_parquet, write_text
+from results.plots import accuracy_latency, confusion, importance, learning_curves, search_progress
+from results.report import report_html
 from results.tables import (
     CONFIG_COLUMNS,
     EPOCH_COLUMNS,
@@ -9,6 +21,8 @@ from results.tables import (
     best_markdown,
     best_trial,
     epochs_frame,
+    finished_trials,
+    markdown_table,
     status_counts,
     summary_frame,
     summary_markdown,
@@ -17,18 +31,34 @@ from results.tables import (
 )
 
 __all__ = [
+    "BACKBONE_COLUMNS",
     "CONFIG_COLUMNS",
     "EPOCH_COLUMNS",
+    "PROGRESS_COLUMNS",
     "SUMMARY_COLUMNS",
+    "TOP_COLUMNS",
     "TRIAL_COLUMNS",
+    "accuracy_latency",
     "atomic_write",
+    "backbone_frame",
     "best_markdown",
     "best_trial",
+    "confusion",
     "epochs_frame",
+    "finished_trials",
+    "importance",
+    "learning_curves",
+    "markdown_table",
+    "pareto_front",
+    "progress_frame",
+    "report_html",
+    "search_progress",
     "status_counts",
     "summary_frame",
     "summary_markdown",
     "top_configs",
+    "top_confusions",
+    "top_k_frame",
     "trials_frame",
     "write_csv",
     "write_json",

@@ -103,9 +103,14 @@ def trials_frame(records: list[dict], max_epochs: int, pretrained: dict[str, boo
     return frame.sort_values("trial_id").reset_index(drop=True)
 
 
+def finished_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials that can be compared: not errored, with finite validation accuracy and loss."""
+    return trials[trials["val_acc"].map(_finite) & trials["val_loss"].map(_finite) & (trials["status"] != "ERROR")]
+
+
 def best_trial(trials: pd.DataFrame) -> pd.Series:
     """The trial with the highest finite validation accuracy; ties go to lower loss, then fewer epochs."""
-    ok = trials[trials["val_acc"].map(_finite) & trials["val_loss"].map(_finite) & (trials["status"] != "ERROR")]
+    ok = finished_trials(trials)
     if ok.empty:
         raise ValueError("no trial finished an epoch with finite validation metrics; see trials.parquet's error")
     ranked = ok.sort_values(["val_acc", "val_loss", "epochs_run"], ascending=[False, True, True])
@@ -114,7 +119,8 @@ def best_trial(trials: pd.DataFrame) -> pd.Series:
 
 def top_configs(trials: pd.DataFrame, k: int, backbones: tuple[str, ...] | list[str]) -> list[dict]:
     """The ``k`` best finished configurations whose backbone is in ``backbones``, as search-space dicts."""
-    ok = trials[trials["val_acc"].map(_finite) & (trials["status"] != "ERROR") & trials["backbone"].isin(backbones)]
+    ok = finished_trials(trials)
+    ok = ok[ok["backbone"].isin(backbones)]
     ranked = ok.sort_values(["val_acc", "val_loss"], ascending=[False, True]).head(k)
     return [
         {c: (row[c].item() if hasattr(row[c], "item") else row[c]) for c in CONFIG_COLUMNS if c in row}
@@ -134,21 +140,21 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def best_markdown(best: dict) -> str:
-    """The best-config table of one task, as printed at the end of a run and written to best.md."""
-    marks = [
-        m
-        for m, on in (("synthetic", best["provenance"]["synthetic"]), ("not pretrained", not best["pretrained"]))
-        if on
-    ]
-    title = f"## Best configuration: {best['task']}" + (f" ({', '.join(marks)})" if marks else "")
+def marks(best: dict) -> list[str]:
+    """What a reader must know before trusting a result: synthetic data, no pretrained weights."""
+    flags = (("synthetic", best["provenance"]["synthetic"]), ("not pretrained", not best["pretrained"]))
+    return [m for m, on in flags if on]
+
+
+def best_rows(best: dict) -> list[tuple[str, object]]:
+    """The best-config table's rows: the configuration, its metrics, the trials and where the data came from."""
     trials = best["trials"]
-    rows = [
+    return [
         *((k, best["config"][k]) for k in CONFIG_COLUMNS),
         ("val_acc", best["val_acc"]),
         ("val_macro_f1", best["val_macro_f1"]),
         ("val_loss", best["val_loss"]),
-        ("test_acc", best.get("test_acc", "not retrained")),
+        ("test_acc", _test_acc(best)),
         ("test_macro_f1", best.get("test_macro_f1", "not retrained")),
         (
             "trials",
@@ -159,8 +165,21 @@ def best_markdown(best: dict) -> str:
         ("data", "synthetic" if best["provenance"]["synthetic"] else best["provenance"]["data_root"]),
         ("search wall time", f"{best['search_wall_s']:.0f} s"),
     ]
+
+
+def best_markdown(best: dict) -> str:
+    """The best-config table of one task, as printed at the end of a run and written to best.md."""
+    title = f"## Best configuration: {best['task']}" + (f" ({', '.join(marks(best))})" if marks(best) else "")
+    rows = best_rows(best)
     lines = [title, "", "| setting | value |", "|---|---|", *(f"| {k} | {_fmt(v)} |" for k, v in rows)]
     return "\n".join(lines) + "\n"
+
+
+def _test_acc(best: dict) -> str | float:
+    if "test_acc" not in best:
+        return "not retrained"
+    seeds = best.get("retrain_seeds", 1)
+    return best["test_acc"] if seeds == 1 else f"{best['test_acc']:.4g} ± {best['test_acc_std']:.2g} ({seeds} seeds)"
 
 
 SUMMARY_COLUMNS = [
@@ -174,6 +193,8 @@ SUMMARY_COLUMNS = [
     "val_acc",
     "test_acc",
     "test_macro_f1",
+    "test_acc_std",
+    "retrain_seeds",
     "trials_finished",
     "trials_stopped",
     "trials_errored",
@@ -196,6 +217,8 @@ def summary_frame(bests: list[dict]) -> pd.DataFrame:
             "val_acc": b["val_acc"],
             "test_acc": b.get("test_acc"),
             "test_macro_f1": b.get("test_macro_f1"),
+            "test_acc_std": b.get("test_acc_std"),
+            "retrain_seeds": b.get("retrain_seeds", 1 if "test_acc" in b else 0),
             "trials_finished": b["trials"]["terminated"],
             "trials_stopped": b["trials"]["stopped"],
             "trials_errored": b["trials"]["error"],
@@ -210,8 +233,13 @@ def summary_frame(bests: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).sort_values("task").reset_index(drop=True)
 
 
+def markdown_table(frame: pd.DataFrame, title: str) -> str:
+    """``frame`` as a markdown table under a ``##`` title; floats to four significant digits, NaN as n/a."""
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([f"## {title}", "", header, rule, *body]) + "\n"
+
+
 def summary_markdown(summary: pd.DataFrame) -> str:
-    header = "| " + " | ".join(summary.columns) + " |"
-    rule = "|" + "---|" * len(summary.columns)
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in summary.itertuples(index=False)]
-    return "\n".join(["## Best configuration per task", "", header, rule, *body]) + "\n"
+    return markdown_table(summary, "Best configuration per task")

@@ -15,7 +15,7 @@ from results import best_markdown
 from search.driver import SearchFailed, SearchInterrupted
 from search.options import SearchOptions
 
-COMMANDS = ("tasks", "report")
+COMMANDS = ("tasks", "report", "predict")
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
@@ -57,6 +57,9 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--retrain-again", action="store_true", help="retrain the best configuration even if it was retrained"
     )
+    p.add_argument(
+        "--retrain-seeds", type=int, default=1, help="retrain the best configuration with K seeds: test mean ± std"
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -86,6 +89,23 @@ def _report_command(argv: Sequence[str]) -> int:
 
     print(write_summary(args.out))
     return 0
+
+
+def _predict_command(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m search predict", description="classify images with TASK's model")
+    p.add_argument("task", metavar="TASK", help="the task (or image folder) whose retrained model to use")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--out", default="runs", help="results root the search wrote (default ./runs)")
+    p.add_argument("--top", type=int, default=3, help="how many classes to show per image (default 3)")
+    args = p.parse_args(argv)
+    from search.data import resolve_task
+    from search.predict import SavedModel, predict_lines
+
+    name = resolve_task(args.task).name
+    saved = SavedModel.load(Path(args.out) / name / "model", f"python -m search {args.task} --out {args.out}")
+    lines, failed = predict_lines(saved, args.images, args.top)
+    print("\n".join(lines))
+    return 2 if failed else 0
 
 
 def _search_command(argv: Sequence[str]) -> int:
@@ -150,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tasks_command(argv[1:])
         if argv and argv[0] == "report":
             return _report_command(argv[1:])
+        if argv and argv[0] == "predict":
+            return _predict_command(argv[1:])
         return _search_command(argv)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -6,6 +6,7 @@ import json
 import logging
 import platform
 import shutil
+import statistics
 import time
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -33,9 +34,11 @@ from results import (
 )
 from search.backbones import validate_backbones
 from search.cluster import plan_resources
+from search.costs import backbone_costs
 from search.data import prepare, resolve_task
 from search.options import ResolvedOptions, SearchOptions
-from search.retrain import run_retrain, save_model
+from search.report import write_task_report
+from search.retrain import run_retrains, save_model
 from search.space import baseline_points, search_space
 from search.tuner import SearchFiles, run_trials
 from search.weights import resolve_weights
@@ -115,7 +118,11 @@ def finished_record(opts: ResolvedOptions) -> dict | None:
     best = _read_json(opts.task_dir / "best.json")
     if not opts.resume or opts.retrain_again or not best:
         return None
-    retrained = "test_acc" in best and (opts.task_dir / "model" / "weights.safetensors").is_file()
+    retrained = (
+        "test_acc" in best
+        and best.get("retrain_seeds", 1) == opts.retrain_seeds
+        and (opts.task_dir / "model" / "weights.safetensors").is_file()
+    )
     return best if retrained or not opts.retrain else None
 
 
@@ -238,26 +245,43 @@ def run_task(prepared: Prepared) -> dict:
     }
     if opts.retrain:
         log.info(
-            "%s: retraining trial %s's configuration (%s) on train+val for %d epochs",
+            "%s: retraining trial %s's configuration (%s) on train+val for %d epochs, %d seed(s)",
             data.task.name,
             best["trial_id"],
             config["backbone"],
             opts.max_epochs,
+            opts.retrain_seeds,
         )
-        retrained = run_retrain(config, setup, resources)
-        save_model(out / "model", retrained, config, list(data.cache.classes), opts.image_size)
-        record.update(
-            test_acc=retrained["test_acc"],
-            test_macro_f1=retrained["test_macro_f1"],
-            test_loss=retrained["test_loss"],
-            test_confusion=retrained["confusion"],
-            retrain_wall_s=retrained["wall_s"],
-        )
-        record["cpu_hours"] += retrained["wall_s"] * resources.retrain_cpus / 3600
-        record["gpu_hours"] += retrained["wall_s"] * resources.retrain_gpus / 3600
+        runs = run_retrains(config, setup, resources, [opts.seed + i for i in range(opts.retrain_seeds)])
+        save_model(out / "model", runs[0], config, list(data.cache.classes), opts.image_size)
+        record.update(retrain_summary(runs))
+        wall = sum(r["wall_s"] for r in runs)
+        record["cpu_hours"] += wall * resources.retrain_cpus / 3600
+        record["gpu_hours"] += wall * resources.retrain_gpus / 3600
+    costs = backbone_costs(list(opts.backbones), len(data.cache.classes), opts.image_size)
+    write_task_report(out, record, trials, epochs_frame(outcome.records), costs, files.study_url(), report)
     write_json(out / "best.json", record)
     write_text(out / "best.md", best_markdown(record))
     return record
+
+
+def retrain_summary(runs: list[dict]) -> dict:
+    """best.json's test fields: the mean over the seeds' retrains (and their spread when there are several); the
+    confusion matrix and ``model_test_acc`` are the saved model's (the first seed's)."""
+    accuracy = [r["test_acc"] for r in runs]
+    f1 = [r["test_macro_f1"] for r in runs]
+    return {
+        "test_acc": statistics.mean(accuracy),
+        "test_macro_f1": statistics.mean(f1),
+        "test_loss": statistics.mean(r["test_loss"] for r in runs),
+        "test_acc_std": statistics.stdev(accuracy) if len(runs) > 1 else 0.0,
+        "test_macro_f1_std": statistics.stdev(f1) if len(runs) > 1 else 0.0,
+        "retrain_seeds": len(runs),
+        "test_acc_per_seed": accuracy,
+        "model_test_acc": runs[0]["test_acc"],
+        "test_confusion": runs[0]["confusion"],
+        "retrain_wall_s": sum(r["wall_s"] for r in runs),
+    }
 
 
 def warm_start_points(source: str | None, backbones: tuple[str, ...], trials: int) -> list[dict]:

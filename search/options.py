@@ -39,10 +39,11 @@ class SearchOptions:
     warm_start: str | None = None
     retrain: bool = True
     retrain_again: bool = False
+    retrain_seeds: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("trials", "max_epochs", "image_size", "cpus_per_trial", "concurrency"):
+        for name in ("trials", "max_epochs", "image_size", "cpus_per_trial", "concurrency", "retrain_seeds"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 flag = "--" + name.replace("_", "-")

@@ -15,10 +15,12 @@ from search.cluster import Resources
 from trainables import TrialSetup, retrain
 
 
-def run_retrain(config: dict, setup: TrialSetup, resources: Resources) -> dict:
-    """The retrain as a Ray task, so it runs where the cluster has room (a GPU node when trials used GPUs)."""
+def run_retrains(config: dict, setup: TrialSetup, resources: Resources, seeds: list[int]) -> list[dict]:
+    """The retrain as Ray tasks, one per seed, so they run where the cluster has room (a GPU node when trials used
+    GPUs) and side by side when it has room for several."""
     remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(retrain)
-    return ray.get(remote.remote(config, dataclasses.replace(setup, cpus=resources.retrain_cpus)))
+    one = dataclasses.replace(setup, cpus=resources.retrain_cpus)
+    return ray.get([remote.remote(config, dataclasses.replace(one, seed=seed)) for seed in seeds])
 
 
 def save_model(directory: Path, outcome: dict, config: dict, classes: list[str], image_size: int) -> None:

@@ -1,0 +1,81 @@
+"""Pure functions from a task's tables to the frames people compare: the top configurations, the backbones against
+their cost, and the search's progress."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from results.tables import CONFIG_COLUMNS, finished_trials
+
+TOP_COLUMNS = ["rank", "trial_id", *CONFIG_COLUMNS, "val_acc", "val_macro_f1", "val_loss", "epochs_run", "wall_s"]
+BACKBONE_COLUMNS = ["backbone", "trials", "best_val_acc", "best_trial", "params_m", "latency_ms", "pareto"]
+PROGRESS_COLUMNS = ["order", "trial_id", "val_acc", "best_val_acc", "trial_epochs", "trial_s"]
+
+
+def top_k_frame(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """The ``k`` best configurations with their validation metrics and cost."""
+    ranked = finished_trials(trials).sort_values(["val_acc", "val_loss"], ascending=[False, True]).head(k)
+    ranked = ranked.assign(rank=range(1, len(ranked) + 1))
+    return ranked[TOP_COLUMNS].reset_index(drop=True)
+
+
+def pareto_front(accuracy: list[float], cost: list[float]) -> list[bool]:
+    """For each point, whether no other point is at least as accurate and as cheap, and better in one of them."""
+    points = list(zip(accuracy, cost, strict=True))
+    return [
+        math.isfinite(a)
+        and not any((a2 >= a and c2 <= c) and (a2 > a or c2 < c) for a2, c2 in points if math.isfinite(a2))
+        for a, c in points
+    ]
+
+
+def backbone_frame(trials: pd.DataFrame, costs: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """One row per backbone: its best validation accuracy, its size and inference latency, and whether it is on
+    the accuracy-latency Pareto front. ``costs``: backbone -> ``{"params_m": ..., "latency_ms": ...}``."""
+    ok = finished_trials(trials)
+    rows = []
+    for backbone in sorted(set(trials["backbone"]) | set(costs)):
+        mine = ok[ok["backbone"] == backbone].sort_values("val_acc", ascending=False)
+        rows.append(
+            {
+                "backbone": backbone,
+                "trials": int((trials["backbone"] == backbone).sum()),
+                "best_val_acc": float(mine["val_acc"].iloc[0]) if len(mine) else math.nan,
+                "best_trial": mine["trial_id"].iloc[0] if len(mine) else "",
+                "params_m": costs.get(backbone, {}).get("params_m", math.nan),
+                "latency_ms": costs.get(backbone, {}).get("latency_ms", math.nan),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=BACKBONE_COLUMNS[:-1])
+    frame["pareto"] = pareto_front(frame["best_val_acc"].tolist(), frame["latency_ms"].tolist())
+    return frame.sort_values("best_val_acc", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def progress_frame(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """The search's best validation accuracy after each trial, in the order trials started, with the compute spent
+    so far (trial-epochs and trial-seconds)."""
+    started = epochs.groupby("trial_id")["timestamp"].min() if len(epochs) else pd.Series(dtype=float)
+    ordered = trials.assign(start=trials["trial_id"].map(started)).sort_values(["start", "trial_id"])
+    accuracy = ordered["val_acc"].where(ordered["status"] != "ERROR")
+    return pd.DataFrame(
+        {
+            "order": range(1, len(ordered) + 1),
+            "trial_id": ordered["trial_id"].to_numpy(),
+            "val_acc": accuracy.to_numpy(),
+            "best_val_acc": accuracy.cummax().to_numpy(),
+            "trial_epochs": ordered["epochs_run"].cumsum().to_numpy(),
+            "trial_s": ordered["wall_s"].cumsum().to_numpy(),
+        },
+        columns=PROGRESS_COLUMNS,
+    )
+
+
+def top_confusions(confusion: list[list[int]], classes: list[str], k: int = 10) -> pd.DataFrame:
+    """The ``k`` most frequent mistakes: true class, predicted class, count."""
+    pairs = [
+        (classes[t], classes[p], n) for t, row in enumerate(confusion) for p, n in enumerate(row) if t != p and n > 0
+    ]
+    pairs.sort(key=lambda x: -x[2])
+    return pd.DataFrame(pairs[:k], columns=["true", "predicted", "count"])

@@ -1,0 +1,67 @@
+"""A finished task's reading material: the top-k and backbone tables, the plots and report.html in OUT/TASK."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from results import (
+    accuracy_latency,
+    backbone_frame,
+    confusion,
+    importance,
+    learning_curves,
+    markdown_table,
+    progress_frame,
+    report_html,
+    search_progress,
+    top_confusions,
+    top_k_frame,
+    write_parquet,
+    write_text,
+)
+
+log = logging.getLogger(__name__)
+
+
+def param_importances(study_url: str) -> dict[str, float]:
+    """Optuna's fANOVA importances over the study's finished trials; empty when they cannot be computed (too few
+    finished trials, or nothing varied)."""
+    try:
+        study = optuna.load_study(study_name=None, storage=study_url)
+        return optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError) as e:
+        log.info("no hyperparameter importance: %s", e)
+        return {}
+
+
+def write_task_report(
+    out: Path, best: dict, trials: pd.DataFrame, epochs: pd.DataFrame, costs: dict, study_url: str, data: dict
+) -> dict[str, Path]:
+    """Write top_k, backbones (parquet and markdown), the PNG plots and report.html; returns the plots by title."""
+    top = top_k_frame(trials)
+    backbones = backbone_frame(trials, costs)
+    tables = {"Top configurations": top, "Backbones: accuracy, size and latency (Pareto front marked)": backbones}
+    for name, (title, frame) in zip(("top_k", "backbones"), tables.items(), strict=True):
+        write_parquet(out / f"{name}.parquet", frame)
+        write_text(out / f"{name}.md", markdown_table(frame, title))
+    plots = {
+        "Learning curves of the top trials": learning_curves(epochs, top, out / "learning_curves.png"),
+        "Best so far against trials and compute": search_progress(
+            progress_frame(trials, epochs), out / "search_progress.png"
+        ),
+        "Accuracy against latency by backbone": accuracy_latency(backbones, out / "accuracy_latency.png"),
+    }
+    if importances := param_importances(study_url):
+        plots["Hyperparameter importance"] = importance(importances, out / "importance.png")
+    if "test_confusion" in best:
+        confusions = top_confusions(best["test_confusion"], best["classes"])
+        tables["Most frequent test confusions"] = confusions
+        plots["Test confusion matrix"] = confusion(
+            best["test_confusion"], best["classes"], confusions, out / "confusion.png"
+        )
+    write_text(out / "report.html", report_html(best, tables, plots, data))
+    return plots
