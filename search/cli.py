@@ -7,7 +7,8 @@ import dataclasses
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from datasets import UsageError, get_task, list_tasks
@@ -45,6 +46,10 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=int, default=1)
     p.add_argument("--concurrency", type=int, help="most trials at once (default: what the resources allow)")
     p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    p.add_argument(
+        "--dashboard-port", type=int, default=8265, help="the local Ray dashboard's port on 127.0.0.1 (default 8265)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="Ray Tune's full progress tables and logs")
     p.add_argument("--storage", help="where Ray Tune keeps experiment state (default OUT/TASK/tune)")
     p.add_argument("--download", action="store_true", help="fetch a missing Kaggle dataset with kagglehub")
     p.add_argument("--warm-start", help="an earlier search's OUT/TASK folder: its best configurations run first")
@@ -113,19 +118,26 @@ def _search_command(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     names = list_tasks() if args.tasks == ["all"] else args.tasks
     options = [_options(name, args) for name in names]
-    from search.cluster import ray_session
-    from search.driver import Prepared, run_task, write_summary
+    from search.driver import Prepared
 
     prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
+    with _log_to(Path(args.out) / "search.log"):
+        return _run_searches(parser, args, prepared)
+
+
+def _run_searches(parser: argparse.ArgumentParser, args: argparse.Namespace, prepared: list) -> int:
+    from search.cluster import ray_session
+    from search.driver import run_task, write_summary
+
     for item in prepared:
         if item.done:
             print(best_markdown(item.done), flush=True)
     todo = [p for p in prepared if not p.done]
     try:
         if todo:
-            with ray_session(args.address) as dashboard:
+            with ray_session(args.address, args.dashboard_port) as dashboard:
                 if dashboard:
-                    print(f"Ray dashboard: {dashboard}", flush=True)
+                    logging.getLogger("search").info("Ray dashboard: %s", dashboard)
                 for item in todo:
                     print(best_markdown(run_task(item)), flush=True)
     except (KeyboardInterrupt, SearchInterrupted) as e:
@@ -140,6 +152,23 @@ def _search_command(argv: Sequence[str]) -> int:
     if len(prepared) > 1:
         print(summary)
     return 0
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """The run's log beside its results: everything this package logs, the dashboard's URL and progress included."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("search", "datasets", "trainables")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
 
 
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace, tasks: list[str], resume: bool) -> str:

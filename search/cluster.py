@@ -13,11 +13,13 @@ import ray
 from datasets import UsageError
 
 LOOPBACK = "127.0.0.1"
+DASHBOARD_PORT = 8265  # Ray's default
 
 
 @contextmanager
-def ray_session(address: str | None = None) -> Iterator[str | None]:
-    """Join ``address`` or start a local Ray whose dashboard listens on loopback only; yields the dashboard URL.
+def ray_session(address: str | None = None, dashboard_port: int = DASHBOARD_PORT) -> Iterator[str | None]:
+    """Join ``address`` or start a local Ray whose dashboard listens on loopback only; yields the dashboard URL
+    (the cluster's when joining one).
 
     An already initialised Ray (a notebook, the test suite) is used as it is and left running.
     """
@@ -27,7 +29,12 @@ def ray_session(address: str | None = None) -> Iterator[str | None]:
     if address:
         context = ray.init(address=address, logging_level=logging.WARNING)
     else:
-        context = ray.init(include_dashboard=True, dashboard_host=LOOPBACK, logging_level=logging.WARNING)
+        context = ray.init(
+            include_dashboard=True,
+            dashboard_host=LOOPBACK,
+            dashboard_port=dashboard_port,
+            logging_level=logging.WARNING,
+        )
     try:
         url = context.dashboard_url
         yield f"http://{url}" if url and not url.startswith("http") else url

@@ -193,7 +193,15 @@ def run_task(prepared: Prepared) -> dict:
     points = [*prepared.warm_points, *baseline_points(opts.backbones, opts.trials)][: max(1, opts.trials // 2)]
     write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
     outcome = run_trials(
-        setup, list(opts.backbones), opts.trials, resources, files, opts.resume, points, opts.max_failures
+        setup,
+        list(opts.backbones),
+        opts.trials,
+        resources,
+        files,
+        opts.resume,
+        points,
+        opts.max_failures,
+        verbose=opts.verbose,
     )
     search_wall = elapsed_before + time.perf_counter() - started
     write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": search_wall})

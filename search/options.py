@@ -40,6 +40,7 @@ class SearchOptions:
     retrain: bool = True
     retrain_again: bool = False
     retrain_seeds: int = 1
+    verbose: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

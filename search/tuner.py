@@ -17,6 +17,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from results import write_json
 from search.cluster import Resources
+from search.progress import Progress
 from search.space import METRIC, MODE, make_searcher
 from trainables import TrialSetup, train_trial
 
@@ -109,6 +110,7 @@ def run_trials(
     points: list[dict],
     max_failures: int = 2,
     trainable: Callable[[dict, TrialSetup], None] = train_trial,
+    verbose: bool = False,
 ) -> Outcome:
     """Run (or, with ``resume``, continue) the search; the caller has checked that ``files`` fit the request."""
     wrapped = tune.with_resources(
@@ -135,7 +137,8 @@ def run_trials(
                 storage_path="/".join(storage_path),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
-                verbose=1,
+                callbacks=[Progress(name, trials, setup.max_epochs)],
+                verbose=1 if verbose else 0,  # Ray Tune's own tables with -v; one line per ended trial without
             ),
         )
     # keeping one checkpoint per trial forces a state snapshot per epoch; that is intended, not worth a warning

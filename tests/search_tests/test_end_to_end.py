@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import datasets.synthetic
 from datasets import build_cache, default_cache_root, scan_folder
-from results import EPOCH_COLUMNS, TRIAL_COLUMNS
+from results import BACKBONE_COLUMNS, EPOCH_COLUMNS, TOP_COLUMNS, TRIAL_COLUMNS
 from search import main
 from tests.conftest import TINY_SPLITS
 from trainables import Images, Preprocess, evaluate
@@ -38,6 +38,8 @@ def finished_search(ray_cluster, tmp_path_factory):
                 str(out),
                 "--seed",
                 "3",
+                "--retrain-seeds",
+                "2",
             ]
         )
     finally:
@@ -98,4 +100,66 @@ def test_saved_model_loads_with_timm_and_reproduces_the_test_accuracy(finished_s
     torch.set_num_threads(1)
     prep = Preprocess(tuple(config["mean"]), tuple(config["std"]), config["crop_pct"], config["interpolation"])
     result = evaluate(model, Images([cache.load("test")]), len(labels), prep)
-    assert result["acc"] == pytest.approx(best["test_acc"])
+    assert result["acc"] == pytest.approx(best["model_test_acc"])
+    assert best["model_test_acc"] == best["test_acc_per_seed"][0]
+
+
+def test_the_retrain_over_two_seeds_reports_their_mean_and_spread(finished_search):
+    best = json.loads((finished_search / "egg" / "best.json").read_text())
+    accuracy = best["test_acc_per_seed"]
+    assert best["retrain_seeds"] == 2 and len(accuracy) == 2
+    assert best["test_acc"] == pytest.approx(sum(accuracy) / 2)
+    assert best["test_acc_std"] == pytest.approx(abs(accuracy[0] - accuracy[1]) / 2**0.5)
+    summary = pd.read_csv(finished_search / "summary.csv")
+    assert summary.loc[0, "retrain_seeds"] == 2 and summary.loc[0, "test_acc_std"] == pytest.approx(
+        best["test_acc_std"]
+    )
+    assert "(2 seeds)" in (finished_search / "egg" / "best.md").read_text()
+
+
+def test_top_k_and_backbone_tables_have_their_schema_and_rank_the_trials(finished_search):
+    task = finished_search / "egg"
+    trials = pd.read_parquet(task / "trials.parquet")
+    top = pd.read_parquet(task / "top_k.parquet")
+    assert list(top.columns) == TOP_COLUMNS and top["rank"].tolist() == list(range(1, len(top) + 1))
+    assert top["val_acc"].is_monotonic_decreasing and top["val_acc"].iloc[0] == trials["val_acc"].max()
+    backbones = pd.read_parquet(task / "backbones.parquet")
+    assert list(backbones.columns) == BACKBONE_COLUMNS
+    assert set(backbones["backbone"]) == {"resnet10t", "mobilenetv3_small_050"}
+    assert (backbones["params_m"] > 0).all() and (backbones["latency_ms"] > 0).all() and backbones["pareto"].any()
+    assert backbones["trials"].sum() == len(trials)
+    assert "| rank |" in (task / "top_k.md").read_text() and "| pareto |" in (task / "backbones.md").read_text()
+
+
+def test_every_plot_is_a_png_image_and_the_report_inlines_them(finished_search):
+    from PIL import Image
+
+    task = finished_search / "egg"
+    names = ["learning_curves", "search_progress", "accuracy_latency", "importance", "confusion"]
+    for name in names:
+        with Image.open(task / f"{name}.png") as image:
+            assert image.format == "PNG" and image.width > 200 and image.height > 100, name
+            assert len(set(image.convert("L").getdata())) > 2, f"{name}.png is blank"
+    page = (task / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(names)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_predict_prints_the_top_classes_and_a_plain_error_for_a_bad_file(finished_search, tmp_path, capsys):
+    root = datasets.synthetic.make_demo_dataset("egg", default_cache_root() / "demo", per_class=TINY_SPLITS)
+    good = sorted((root / "test" / "broken").glob("*.jpg"))[:2]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    code = main(["predict", "egg", *map(str, good), str(bad), "--out", str(finished_search), "--top", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 2 and len(lines) == 3
+    for line in lines[:2]:
+        names = [part.split()[0] for part in line.split(": ", 1)[1].split(", ")]
+        probs = [float(part.split()[1]) for part in line.split(": ", 1)[1].split(", ")]
+        assert sorted(names) == ["broken", "intact"] and sum(probs) == pytest.approx(1, abs=2e-3)
+    assert lines[2] == f"{bad}: error: not a readable image: not a format Pillow recognises"
+
+
+def test_predict_without_a_retrained_model_says_how_to_make_one(tmp_path, capsys):
+    assert main(["predict", "egg", "x.jpg", "--out", str(tmp_path)]) == 2
+    assert "no retrained model" in capsys.readouterr().err
