@@ -64,7 +64,7 @@ def progress_frame(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
             "order": range(1, len(ordered) + 1),
             "trial_id": ordered["trial_id"].to_numpy(),
             "val_acc": accuracy.to_numpy(),
-            "best_val_acc": accuracy.cummax().to_numpy(),
+            "best_val_acc": accuracy.cummax().ffill().to_numpy(),  # an errored trial keeps the best so far
             "trial_epochs": ordered["epochs_run"].cumsum().to_numpy(),
             "trial_s": ordered["wall_s"].cumsum().to_numpy(),
         },

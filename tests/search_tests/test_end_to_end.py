@@ -12,7 +12,7 @@ import datasets.synthetic
 from datasets import build_cache, default_cache_root, scan_folder
 from results import BACKBONE_COLUMNS, EPOCH_COLUMNS, TOP_COLUMNS, TRIAL_COLUMNS
 from search import main
-from tests.conftest import TINY_SPLITS
+from tests.conftest import TINY_SPLITS, console_errors
 from trainables import Images, Preprocess, evaluate
 
 
@@ -163,3 +163,20 @@ def test_predict_prints_the_top_classes_and_a_plain_error_for_a_bad_file(finishe
 def test_predict_without_a_retrained_model_says_how_to_make_one(tmp_path, capsys):
     assert main(["predict", "egg", "x.jpg", "--out", str(tmp_path)]) == 2
     assert "no retrained model" in capsys.readouterr().err
+
+
+def test_the_report_page_renders_in_a_browser_without_console_errors(finished_search, browser, tmp_path):
+    browser.get((finished_search / "egg" / "report.html").resolve().as_uri())
+    assert browser.title == "search: egg"
+    assert console_errors(browser) == []
+    headings = [h.text for h in browser.find_elements("tag name", "h2")]
+    assert {"Best configuration", "Top configurations", "Test confusion matrix"} <= set(headings)
+    images = browser.find_elements("tag name", "img")
+    assert len(images) == 5 and all(browser.execute_script("return arguments[0].naturalWidth", i) > 200 for i in images)
+    assert len(browser.find_elements("tag name", "table")) >= 4
+    shot = tmp_path / "report.png"
+    assert browser.save_screenshot(str(shot))
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.width >= 1000 and len(set(image.convert("L").getdata())) > 50
