@@ -62,6 +62,8 @@ def test_every_contract_file_is_written(finished_search):
     ):
         assert (task / name).is_file(), name
     assert (finished_search / "summary.md").is_file() and (finished_search / "summary.csv").is_file()
+    assert list((task / "tune").rglob("events.out.tfevents.*")), "Ray Tune's TensorBoard logs are kept"
+    assert "trials done" in (finished_search / "search.log").read_text()  # the progress lines
 
 
 def test_tables_hold_every_trial_and_epoch(finished_search):
