@@ -163,6 +163,8 @@ def _log_to(path: Path) -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in ("search", "datasets", "trainables")]
     for logger in loggers:
         logger.addHandler(handler)
+        if logger.level == logging.NOTSET:  # a host (a notebook, pytest) may have kept the root at WARNING
+            logger.setLevel(logging.INFO)
     try:
         yield
     finally:

@@ -46,7 +46,7 @@ def write_image(path: Path, colour=(200, 30, 30), size=(40, 30), mode="RGB", fmt
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def browser():
     """Headless Chromium from the system's packages, driven by Selenium, with the page's console log kept."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
