@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import shutil
 import statistics
 import time
 from datetime import UTC, datetime
@@ -13,7 +12,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.fs
 import ray
 
 from datasets import UsageError, report_line
@@ -38,6 +36,7 @@ from search.costs import backbone_costs
 from search.data import prepare, resolve_task
 from search.options import ResolvedOptions, SearchOptions
 from search.report import write_task_report
+from search.resume import SEARCH_FILE, check_existing, discard_search, finished_record, read_json
 from search.retrain import run_retrains, save_model
 from search.space import baseline_points, search_space
 from search.tuner import SearchFiles, run_trials
@@ -58,20 +57,6 @@ class SearchFailed(RuntimeError):
 
 class SearchInterrupted(RuntimeError):
     """Ctrl-C ended the search early; its state and the tables of what finished are kept for ``--resume``."""
-
-
-SEARCH_FILE = "search.json"  # what defines the search, checked by --resume; and the time it has run so far
-SIGNATURE_FLAGS = {
-    "task": "the task",
-    "data_fingerprint": "the data (--data, its files or split)",
-    "image_size": "--image-size",
-    "backbones": "--backbones",
-    "trials": "--trials",
-    "max_epochs": "--max-epochs",
-    "seed": "--seed",
-    "pretrained": "--pretrained/--weights",
-    "space": "the search space of this version of search",
-}
 
 
 class Prepared:
@@ -113,67 +98,6 @@ class Prepared:
             log.info("%s: this search already finished (--retrain-again repeats the retrain)", self.data.task.name)
 
 
-def finished_record(opts: ResolvedOptions) -> dict | None:
-    """With --resume, best.json of a search that finished and (when asked) retrained: nothing is left to run."""
-    best = _read_json(opts.task_dir / "best.json")
-    if not opts.resume or opts.retrain_again or not best:
-        return None
-    retrained = (
-        "test_acc" in best
-        and best.get("retrain_seeds", 1) == opts.retrain_seeds
-        and (opts.task_dir / "model" / "weights.safetensors").is_file()
-    )
-    return best if retrained or not opts.retrain else None
-
-
-def check_existing(opts: ResolvedOptions, files: SearchFiles, signature: dict) -> None:
-    """``--resume`` needs the same search in OUT; without it, a search already there is not overwritten silently."""
-    out = opts.task_dir
-    if not opts.resume:
-        if files.exists() and not opts.overwrite:
-            raise UsageError(
-                f"a search of {opts.task_name} is already in {out}; continue it with --resume, "
-                "replace it with --overwrite, or pass another --out"
-            )
-        return
-    if not files.exists():
-        raise UsageError(
-            f"--resume: no search of {opts.task_name} to continue in {out} (no {files.experiment}); "
-            "run the same command without --resume to start one"
-        )
-    saved = _read_json(out / SEARCH_FILE)
-    changed = [k for k in signature if saved.get(k) != signature[k]]
-    if changed:
-        what = "; ".join(
-            f"{SIGNATURE_FLAGS[k]}: {_show(saved.get(k))} then, {_show(signature[k])} now" for k in changed
-        )
-        raise UsageError(
-            f"--resume: the search in {out} was started differently ({what}); resume with the options it was "
-            "started with, or start anew with --overwrite or another --out"
-        )
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _show(value: object) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def discard_search(out: Path, files: SearchFiles) -> None:
-    """--overwrite: remove an earlier search's state and results (the split and the data report stay)."""
-    if "://" in files.experiment:
-        fs, path = pyarrow.fs.FileSystem.from_uri(files.experiment)
-        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-            fs.delete_dir(path)
-    else:
-        shutil.rmtree(files.experiment, ignore_errors=True)
-    shutil.rmtree(out / "model", ignore_errors=True)
-    for name in (files.study, files.rungs, SEARCH_FILE, "trials.parquet", "epochs.parquet", "best.json", "best.md"):
-        (out / name).unlink(missing_ok=True)
-
-
 def run_task(prepared: Prepared) -> dict:
     """Search (or continue the search), retrain and write every file of the contract under OUT/TASK; returns
     best.json's content. Ctrl-C raises SearchInterrupted after the tables of what finished are written."""
@@ -184,7 +108,7 @@ def run_task(prepared: Prepared) -> dict:
         discard_search(out, files)
     report = data.cache.report()
     write_json(out / "data_report.json", report)
-    elapsed_before = _read_json(out / SEARCH_FILE).get("elapsed_s", 0.0) if opts.resume else 0.0
+    elapsed_before = read_json(out / SEARCH_FILE).get("elapsed_s", 0.0) if opts.resume else 0.0
     resources = plan_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}
     setup = TrialSetup(data.cache, opts.max_epochs, opts.seed, opts.cpus_per_trial, refs)

@@ -36,19 +36,22 @@ class Progress(tune.Callback):
         if isinstance(value, float | int) and math.isfinite(value) and (self.best is None or value > self.best[0]):
             self.best = (float(value), f"{trial.config.get('backbone')}, trial {trial.trial_id}")
 
+    # Ray Tune calls these before it changes the trial's status, so the ending trial is passed on with its outcome
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        log.info(self.line(trials))
+        log.info(self.line(trials, trial, Trial.TERMINATED))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        log.info(self.line(trials))
+        log.info(self.line(trials, trial, Trial.ERROR))
 
-    def line(self, trials: list[Trial]) -> str:
-        ended = [t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)]
-        errored = sum(t.status == Trial.ERROR for t in trials)
+    def line(self, trials: list[Trial], ending: Trial, outcome: str) -> str:
+        status = {t.trial_id: t.status for t in trials} | {ending.trial_id: outcome}
+        ended = [t for t in trials if status[t.trial_id] in (Trial.TERMINATED, Trial.ERROR)]
+        errored = sum(status[t.trial_id] == Trial.ERROR for t in trials)
         stopped = sum(
-            t.status == Trial.TERMINATED and (t.last_result or {}).get("epoch", 0) < self.max_epochs for t in trials
+            status[t.trial_id] == Trial.TERMINATED and (t.last_result or {}).get("epoch", 0) < self.max_epochs
+            for t in trials
         )
-        running = sum(t.status == Trial.RUNNING for t in trials)
+        running = sum(status[t.trial_id] == Trial.RUNNING for t in trials)
         elapsed = time.monotonic() - self.started
         best = f"best {METRIC} {self.best[0]:.3f} ({self.best[1]})" if self.best else "no result yet"
         left = ""
