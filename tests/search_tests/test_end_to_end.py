@@ -63,7 +63,7 @@ def test_every_contract_file_is_written(finished_search):
         assert (task / name).is_file(), name
     assert (finished_search / "summary.md").is_file() and (finished_search / "summary.csv").is_file()
     assert list((task / "tune").rglob("events.out.tfevents.*")), "Ray Tune's TensorBoard logs are kept"
-    assert "trials done" in (finished_search / "search.log").read_text()  # the progress lines
+    assert "3/3 trials done" in (finished_search / "search.log").read_text()  # the progress lines
 
 
 def test_tables_hold_every_trial_and_epoch(finished_search):
@@ -182,3 +182,11 @@ def test_the_report_page_renders_in_a_browser_without_console_errors(finished_se
 
     with Image.open(shot) as image:
         assert image.width >= 1000 and len(set(image.convert("L").getdata())) > 50
+
+
+def test_report_prints_the_summary_of_the_tasks_in_out(finished_search, capsys):
+    (finished_search / "summary.md").unlink()
+    assert main(["report", "--out", str(finished_search)]) == 0
+    printed = capsys.readouterr().out
+    assert "| egg |" in printed and "retrain_seeds" in printed
+    assert (finished_search / "summary.md").read_text().strip() == printed.strip()
