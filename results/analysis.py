@@ -4,13 +4,14 @@ their cost, and the search's progress."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
 from results.tables import CONFIG_COLUMNS, finished_trials
 
 TOP_COLUMNS = ["rank", "trial_id", *CONFIG_COLUMNS, "val_acc", "val_macro_f1", "val_loss", "epochs_run", "wall_s"]
-BACKBONE_COLUMNS = ["backbone", "trials", "best_val_acc", "best_trial", "params_m", "latency_ms", "pareto"]
+BACKBONE_COLUMNS = ["backbone", "family", "trials", "best_val_acc", "best_trial", "params_m", "latency_ms", "pareto"]
 PROGRESS_COLUMNS = ["order", "trial_id", "val_acc", "best_val_acc", "trial_epochs", "trial_s"]
 
 
@@ -31,6 +32,13 @@ def pareto_front(accuracy: list[float], cost: list[float]) -> list[bool]:
     ]
 
 
+def family(backbone: str) -> str:
+    """The architecture family users choose between: ``resnet18`` -> resnet, ``mobilenetv3_small_100`` ->
+    mobilenet, ``tf_efficientnet_lite0`` -> efficientnet."""
+    name = re.sub(r"^(tf|tv|timm)_", "", backbone)
+    return re.match(r"[a-z]+?(?=v?\d|_|$)", name).group(0) if re.match(r"[a-z]", name) else name
+
+
 def backbone_frame(trials: pd.DataFrame, costs: dict[str, dict[str, float]]) -> pd.DataFrame:
     """One row per backbone: its best validation accuracy, its size and inference latency, and whether it is on
     the accuracy-latency Pareto front. ``costs``: backbone -> ``{"params_m": ..., "latency_ms": ...}``."""
@@ -41,6 +49,7 @@ def backbone_frame(trials: pd.DataFrame, costs: dict[str, dict[str, float]]) -> 
         rows.append(
             {
                 "backbone": backbone,
+                "family": family(backbone),
                 "trials": int((trials["backbone"] == backbone).sum()),
                 "best_val_acc": float(mine["val_acc"].iloc[0]) if len(mine) else math.nan,
                 "best_trial": mine["trial_id"].iloc[0] if len(mine) else "",
@@ -51,6 +60,12 @@ def backbone_frame(trials: pd.DataFrame, costs: dict[str, dict[str, float]]) -> 
     frame = pd.DataFrame(rows, columns=BACKBONE_COLUMNS[:-1])
     frame["pareto"] = pareto_front(frame["best_val_acc"].tolist(), frame["latency_ms"].tolist())
     return frame.sort_values("best_val_acc", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def family_frame(backbones: pd.DataFrame) -> pd.DataFrame:
+    """The best validation accuracy per family (ResNet, EfficientNet, MobileNet, ...) and which backbone gave it."""
+    best = backbones.dropna(subset=["best_val_acc"]).sort_values("best_val_acc", ascending=False)
+    return best.drop_duplicates("family")[["family", "backbone", "best_val_acc"]].reset_index(drop=True)
 
 
 def progress_frame(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:

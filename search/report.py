@@ -12,6 +12,7 @@ from results import (
     accuracy_latency,
     backbone_frame,
     confusion,
+    family_frame,
     importance,
     learning_curves,
     markdown_table,
@@ -48,6 +49,7 @@ def write_task_report(
     for name, (title, frame) in zip(("top_k", "backbones"), tables.items(), strict=True):
         write_parquet(out / f"{name}.parquet", frame)
         write_text(out / f"{name}.md", markdown_table(frame, title))
+    tables["Best per family"] = family_frame(backbones)
     plots = {
         "Learning curves of the top trials": learning_curves(epochs, top, out / "learning_curves.png"),
         "Best so far against trials and compute": search_progress(

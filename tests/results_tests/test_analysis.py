@@ -10,6 +10,7 @@ from results import (
     TOP_COLUMNS,
     backbone_frame,
     epochs_frame,
+    family_frame,
     pareto_front,
     progress_frame,
     top_confusions,
@@ -49,6 +50,11 @@ def test_backbone_table_has_each_backbones_best_and_cost():
     assert rows.loc["resnet18", "best_val_acc"] == 0.9 and rows.loc["resnet18", "trials"] == 3
     assert rows.loc["resnet18", "pareto"] and not rows.loc["efficientnet_b0", "pareto"]  # slower and less accurate
     assert rows.loc["efficientnet_b0", "best_trial"] == "b"
+    assert rows.loc["resnet18", "family"] == "resnet" and rows.loc["efficientnet_b0", "family"] == "efficientnet"
+    assert family_frame(frame).to_dict("records") == [
+        {"family": "resnet", "backbone": "resnet18", "best_val_acc": 0.9},
+        {"family": "efficientnet", "backbone": "efficientnet_b0", "best_val_acc": 0.5},
+    ]
 
 
 def test_progress_is_the_running_best_in_start_order_with_compute_spent():
