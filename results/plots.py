@@ -54,7 +54,7 @@ def importance(importances: dict[str, float], path: Path) -> Path:
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
     ax.barh(names, [importances[n] for n in names])
-    ax.set(title="hyperparameter importance (fANOVA, finished trials)", xlabel="importance")
+    ax.set(title="hyperparameter importance (Optuna's PED-ANOVA, completed trials)", xlabel="importance")
     return _save(fig, path)
 
 

@@ -50,6 +50,9 @@ def search_parser() -> argparse.ArgumentParser:
         "--dashboard-port", type=int, default=8265, help="the local Ray dashboard's port on 127.0.0.1 (default 8265)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="Ray Tune's full progress tables and logs")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile each trial's model (pays off on GPUs for long trials)"
+    )
     p.add_argument("--storage", help="where Ray Tune keeps experiment state (default OUT/TASK/tune)")
     p.add_argument("--download", action="store_true", help="fetch a missing Kaggle dataset with kagglehub")
     p.add_argument("--warm-start", help="an earlier search's OUT/TASK folder: its best configurations run first")

@@ -111,7 +111,7 @@ def run_task(prepared: Prepared) -> dict:
     elapsed_before = read_json(out / SEARCH_FILE).get("elapsed_s", 0.0) if opts.resume else 0.0
     resources = plan_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}
-    setup = TrialSetup(data.cache, opts.max_epochs, opts.seed, opts.cpus_per_trial, refs)
+    setup = TrialSetup(data.cache, opts.max_epochs, opts.seed, opts.cpus_per_trial, refs, compile=opts.compile)
 
     started = time.perf_counter()
     points = [*prepared.warm_points, *baseline_points(opts.backbones, opts.trials)][: max(1, opts.trials // 2)]

@@ -41,6 +41,7 @@ class SearchOptions:
     retrain_again: bool = False
     retrain_seeds: int = 1
     verbose: bool = False
+    compile: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

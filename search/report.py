@@ -28,12 +28,19 @@ from results import (
 log = logging.getLogger(__name__)
 
 
+MIN_TRIALS_FOR_IMPORTANCE = 3
+
+
 def param_importances(study_url: str) -> dict[str, float]:
-    """Optuna's fANOVA importances over the study's finished trials; empty when they cannot be computed (too few
-    finished trials, or nothing varied)."""
+    """Optuna's PED-ANOVA importances over the study's completed trials; empty when they cannot be computed
+    (fewer than three completed trials, or nothing varied)."""
     try:
         study = optuna.load_study(study_name=None, storage=study_url)
-        return optuna.importance.get_param_importances(study)
+        completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(completed) < MIN_TRIALS_FOR_IMPORTANCE:
+            log.info("no hyperparameter importance: %d completed trials", len(completed))
+            return {}
+        return optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
     except (ValueError, RuntimeError) as e:
         log.info("no hyperparameter importance: %s", e)
         return {}

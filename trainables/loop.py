@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.accel import Accel
 from trainables.augment import augment
 from trainables.model import train_mode
 from trainables.preprocess import Preprocess
@@ -90,20 +91,33 @@ def train_epoch(
     total_steps: int,
     base_lr: float,
     device: torch.device,
+    accel: Accel | None = None,
 ) -> tuple[float, int, float]:
     """One pass over ``data``; returns (mean loss, images seen, seconds). The order and augmentation depend only
-    on (seed, epoch), so an epoch rerun after a restore sees the same batches."""
+    on (seed, epoch), so an epoch rerun after a restore sees the same batches. Augmentation runs on the device,
+    on whole batches, in float32; the forward pass in ``accel``'s precision."""
     train_mode(model)
+    accel = accel or Accel(device)
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
 
     def loss_of(idx: np.ndarray) -> torch.Tensor:
         x, y = data.batch(idx)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = accel.batch(x), y.to(device, non_blocking=True)
         x = prep.normalize(augment(prep.view(x), aug_strength, gen))
-        return F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        with accel.autocast():
+            return F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
 
     order = batches(len(data), batch_size, np.random.default_rng([seed, epoch]))
-    return optimise(optimizer, order, loss_of, epoch=epoch, step=step, total_steps=total_steps, base_lr=base_lr)
+    return optimise(
+        optimizer,
+        order,
+        loss_of,
+        epoch=epoch,
+        step=step,
+        total_steps=total_steps,
+        base_lr=base_lr,
+        backward_step=accel.backward_step,
+    )
 
 
 def optimise(
@@ -115,8 +129,10 @@ def optimise(
     step: int,
     total_steps: int,
     base_lr: float,
+    backward_step: Callable[[torch.Tensor, torch.optim.Optimizer], None] | None = None,
 ) -> tuple[float, int, float]:
-    """The optimiser steps of one epoch over index batches: schedule, a finite-loss guard, the mean loss."""
+    """The optimiser steps of one epoch over index batches: schedule, a finite-loss guard, the mean loss.
+    ``backward_step`` replaces the plain backward pass and step (a mixed-precision scaler does)."""
     warmup = max(1, total_steps // 20)
     total, seen, start = 0.0, 0, time.perf_counter()
     for idx in order:
@@ -128,8 +144,11 @@ def optimise(
                 f"loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={base_lr:g})"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if backward_step is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            backward_step(loss, optimizer)
         total += loss.item() * len(idx)
         seen += len(idx)
         step += 1
@@ -151,12 +170,19 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_class
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: Images, num_classes: int, prep: Preprocess, batch_size: int = 128, device: str = "cpu"
+    model: nn.Module,
+    data: Images,
+    num_classes: int,
+    prep: Preprocess,
+    batch_size: int = 128,
+    accel: Accel | None = None,
 ) -> dict:
-    """Loss, accuracy, macro-F1 and the confusion matrix on ``data``."""
+    """Loss, accuracy, macro-F1 and the confusion matrix on ``data`` (on the CPU unless ``accel`` says otherwise)."""
     model.eval()
-    logits = [
-        model(prep(data.batch(idx)[0].to(device, non_blocking=True))).float().cpu()
-        for idx in batches(len(data), batch_size)
-    ]
+    accel = accel or Accel(torch.device("cpu"))
+    logits = []
+    for idx in batches(len(data), batch_size):
+        x = prep(accel.batch(data.batch(idx)[0]))
+        with accel.autocast():
+            logits.append(model(x).float().cpu())
     return classification_metrics(torch.cat(logits), torch.from_numpy(data.labels), num_classes)

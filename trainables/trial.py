@@ -23,6 +23,7 @@ from ray import tune
 from torch import nn
 
 from datasets import DataCache
+from trainables.accel import Accel
 from trainables.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
 from trainables.loop import Images, evaluate, steps_per_epoch, train_epoch
@@ -40,6 +41,7 @@ class TrialSetup:
     cpus: int = 1
     weights: dict[str, Any] = field(default_factory=dict)  # backbone -> ObjectRef of its pretrained state dict
     feature_cache: bool = True  # linear probes without augmentation train on cached features
+    compile: bool = False  # torch.compile the model: slower first epoch, faster later ones on a GPU
 
 
 def _pretrained(setup: TrialSetup, backbone: str) -> dict[str, torch.Tensor] | None:
@@ -67,7 +69,10 @@ def fit(
     num_classes = len(setup.data.classes)
     model = build_model(config.backbone, num_classes, _pretrained(setup, config.backbone), config.dropout)
     freeze(model, config.freeze_depth)
-    model.to(device)
+    accel = Accel.for_device(device)
+    model = accel.model(model)
+    if setup.compile:
+        model.compile()  # in place: the state dict keeps its keys, so checkpoints and the saved model do not change
     prep = preprocessing(model)
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
     start = 0
@@ -101,7 +106,7 @@ def fit(
             )
         else:
             loss, seen, seconds = train_epoch(
-                model, optimizer, train, aug_strength=config.aug_strength, prep=prep, **common
+                model, optimizer, train, aug_strength=config.aug_strength, prep=prep, accel=accel, **common
             )
         metrics = {
             "epoch": epoch + 1,
@@ -113,7 +118,7 @@ def fit(
             result = (
                 evaluate_features(model.get_classifier(), features[val_split], val.labels, num_classes, device)
                 if probe
-                else evaluate(model, val, num_classes, prep, device=device)
+                else evaluate(model, val, num_classes, prep, accel=accel)
             )
             metrics.update(val_loss=result["loss"], val_acc=result["acc"], val_macro_f1=result["macro_f1"])
         on_epoch(metrics, model, optimizer)
@@ -186,7 +191,9 @@ def retrain(config: dict, setup: TrialSetup) -> dict:
         lambda metrics, *_: history.append({**metrics, "wall_s": time.perf_counter() - started}),
     )
     prep = preprocessing(model)
-    test = evaluate(model, Images([setup.data.load("test")]), len(setup.data.classes), prep, device=_device())
+    test = evaluate(
+        model, Images([setup.data.load("test")]), len(setup.data.classes), prep, accel=Accel.for_device(_device())
+    )
     return {
         "test_acc": test["acc"],
         "test_macro_f1": test["macro_f1"],

@@ -1,6 +1,8 @@
 """A real tiny search: Ray Tune schedules trials, Optuna proposes, ASHA stops, the best is retrained."""
 
 import json
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -190,3 +192,28 @@ def test_report_prints_the_summary_of_the_tasks_in_out(finished_search, capsys):
     printed = capsys.readouterr().out
     assert "| egg |" in printed and "retrain_seeds" in printed
     assert (finished_search / "summary.md").read_text().strip() == printed.strip()
+
+
+def test_no_trial_process_outlives_its_trial_so_its_model_memory_is_freed(finished_search):
+    pids = {
+        json.loads(line)["pid"]
+        for path in (finished_search / "egg" / "tune").rglob("result.json")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    }
+    assert pids
+
+    def alive() -> set[int]:
+        return {pid for pid in pids if Path(f"/proc/{pid}").exists() and "ray::" in _cmdline(pid)}
+
+    deadline = time.monotonic() + 20
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive(), "a trial's worker still runs after the search ended"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""

@@ -1,0 +1,56 @@
+"""The device speed-ups: float32 and plain copies on a CPU; the GPU's mixed-precision and channels-last code run on
+the CPU too (CPU autocast), so the paths a GPU takes are exercised here."""
+
+import pytest
+import torch
+
+from datasets import build_cache, scan_folder
+from trainables import Images, Preprocess, build_model, evaluate
+from trainables.accel import Accel
+from trainables.loop import train_epoch
+
+
+def test_a_cpu_trains_in_float32_with_plain_copies():
+    accel = Accel.for_device(torch.device("cpu"))
+    assert accel.dtype is None and accel.scaler is None and not accel.channels_last
+    with accel.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    x = torch.rand(2, 3, 8, 8)
+    assert accel.batch(x).is_contiguous() and accel.batch(x).device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "accel",
+    [
+        Accel(torch.device("cpu"), torch.bfloat16, None, True),  # what an A100/H100/H200 gets
+        Accel(torch.device("cpu"), torch.float16, torch.amp.GradScaler("cpu"), True),  # what older GPUs get
+    ],
+    ids=["bf16", "fp16-scaled"],
+)
+def test_the_mixed_precision_channels_last_path_trains_and_evaluates(accel, tiny_eggs, tmp_path):
+    torch.manual_seed(0)
+    data = build_cache(scan_folder(tiny_eggs), 32, tmp_path / "cache")
+    model = accel.model(build_model("resnet10t", 2))
+    assert next(p for p in model.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss, seen, _ = train_epoch(
+        model,
+        optimizer,
+        Images([data.load("train")]),
+        batch_size=8,
+        aug_strength=0.5,
+        label_smoothing=0.1,
+        prep=Preprocess(),
+        seed=0,
+        epoch=0,
+        step=0,
+        total_steps=10,
+        base_lr=1e-3,
+        device=accel.device,
+        accel=accel,
+    )
+    assert seen == 48 and 0 < loss < 5
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    result = evaluate(model, Images([data.load("val")]), 2, Preprocess(), accel=accel)
+    assert 0 <= result["acc"] <= 1 and result["confusion"].sum() == 16

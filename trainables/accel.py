@@ -1,0 +1,56 @@
+"""How a trial uses its device: mixed precision, channels-last, pinned copies and cuDNN autotuning on a GPU; plain
+float32 on a CPU, where none of them pays."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Accel:
+    """The device and the speed-ups it takes; ``dtype`` None means float32 throughout."""
+
+    device: torch.device
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None  # fp16 only: bf16 has float32's range and needs no scaling
+    channels_last: bool = False
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> Accel:
+        if device.type != "cuda":
+            return cls(device)
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
+        if torch.cuda.is_bf16_supported():
+            return cls(device, torch.bfloat16, None, True)
+        return cls(device, torch.float16, torch.amp.GradScaler("cuda"), True)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def model(self, model: nn.Module) -> nn.Module:
+        model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """A host batch on the device: through pinned memory without waiting, in the model's memory format."""
+        if self.device.type == "cuda":
+            return self._layout(x.pin_memory().to(self.device, non_blocking=True))
+        return self._layout(x.to(self.device))
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
