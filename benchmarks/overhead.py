@@ -54,7 +54,7 @@ def main() -> None:
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(train_trial, setup=setup), {"cpu": 1}),
         param_space={**dataclasses.asdict(BASE), "lr": tune.grid_search(lrs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=1),
+        tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=True),  # as the search does
         run_config=tune.RunConfig(storage_path=str(work / "tune"), verbose=0),
     )
     grid = tuner.fit()

@@ -131,6 +131,9 @@ def run_trials(
                 scheduler=make_scheduler(setup.max_epochs, files.rungs),
                 num_samples=trials,
                 max_concurrent_trials=resources.concurrency,
+                # a new trial runs in a finished one's worker: no new process importing torch and timm (about 9 s
+                # a trial here, benchmarks/overhead.py); train_trial frees its memory before it returns
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=name,

@@ -134,7 +134,22 @@ def out_of_memory(error: BaseException) -> bool:
 
 def train_trial(config: dict, setup: TrialSetup) -> None:
     """The Ray Tune function trainable: reports every epoch with a checkpoint, resumes from the latest one, and
-    retries once with half the batch size when the batch does not fit in memory."""
+    retries once with half the batch size when the batch does not fit in memory. Its worker may run the next trial,
+    so nothing of this one stays in memory after it returns."""
+    try:
+        _train_trial(config, setup)
+    finally:
+        free_memory()
+
+
+def free_memory() -> None:
+    """Drop what the last model left: Python's cycles, and the GPU memory PyTorch keeps cached for reuse."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _train_trial(config: dict, setup: TrialSetup) -> None:
     cfg = TrialConfig.from_dict(config)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     node = ray.get_runtime_context().get_node_id()
@@ -167,10 +182,7 @@ def train_trial(config: dict, setup: TrialSetup) -> None:
             if not out_of_memory(e) or cfg.batch_size < 2:
                 raise
             reason = str(e).splitlines()[0]
-        # out of the except block, so the failed attempt's tensors (held by its traceback) can be freed
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()  # out of the except block, so the failed attempt's tensors (held by its traceback) can go
         smaller = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
         logging.getLogger(__name__).warning(
             "batch of %d did not fit (%s); retrying with %d", cfg.batch_size, reason, smaller.batch_size
