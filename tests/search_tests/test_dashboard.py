@@ -78,7 +78,7 @@ def test_the_dashboard_shows_the_searchs_trials_on_loopback(tiny_eggs, tmp_path,
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         assert "Ray" in browser.title and "ImplicitFunc" in browser.find_element("tag name", "body").text
         # Ray's own page asks for endpoints this Ray lacks (404s); refused ones would mean the login failed
-        assert [e for e in console_errors(browser) if "401" in e or "403" in e] == []
+        assert [e for e in console_errors(browser) if "status of 401" in e or "status of 403" in e] == []
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
