@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import ray
+from common import egg_setup
 from ray import tune
 
-from datasets import build_cache, make_demo_dataset, scan_folder
 from trainables import TrialSetup, train_trial
 
 CONFIG = {
@@ -97,11 +96,8 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=2)
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="memory-"))
-    root = make_demo_dataset("egg", work / "data", per_class={"train": args.images, "valid": 50, "test": 10})
-    cache = build_cache(scan_folder(root), args.image_size, work / "cache")
-    setup = TrialSetup(cache, max_epochs=args.epochs, seed=0, cpus=1)
-    dataset_mb = sum(f.stat().st_size for f in cache.path.glob("*.npy")) / 2**20
+    work, setup = egg_setup("memory", args.images, args.image_size, args.epochs, valid=50)
+    dataset_mb = sum(f.stat().st_size for f in setup.data.path.glob("*.npy")) / 2**20
     one = peak_memory(setup, 1, work / "tune")
     two = peak_memory(setup, 2, work / "tune")
     print(f"{2 * args.images} training images at {args.image_size} px; decoded dataset {dataset_mb:.0f} MB")

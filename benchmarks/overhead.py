@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import tempfile
 import time
-from pathlib import Path
 
 import ray
 import torch
+from common import egg_setup
 from ray import tune
 
-from datasets import build_cache, make_demo_dataset, scan_folder
-from trainables import TrialConfig, TrialSetup, fit, train_trial
+from trainables import TrialConfig, fit, train_trial
 
 BASE = TrialConfig(
     "resnet10t", freeze_depth=0, aug_strength=0.3, lr=1e-3, weight_decay=1e-4, batch_size=32, label_smoothing=0.1
@@ -35,10 +33,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=160, help="training images per class")
     p.add_argument("--image-size", type=int, default=96)
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="overhead-"))
-    root = make_demo_dataset("egg", work / "data", per_class={"train": args.images, "valid": 32, "test": 8})
-    cache = build_cache(scan_folder(root), args.image_size, work / "cache")
-    setup = TrialSetup(cache, max_epochs=args.epochs, seed=0, cpus=1)
+    work, setup = egg_setup("overhead", args.images, args.image_size, args.epochs, valid=32)
     lrs = [1e-3 * (1 + i) for i in range(args.trials)]  # equal work, different configurations
 
     torch.set_num_threads(1)
