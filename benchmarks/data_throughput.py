@@ -23,6 +23,7 @@ from torchvision import transforms
 
 from datasets import build_cache, scan_folder
 from trainables import Images, Preprocess, augment
+from trainables.accel import to_unit
 from trainables.loop import batches
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -52,7 +53,7 @@ def ours(root: Path, size: int, epochs: int, batch: int, cache_root: Path) -> tu
         start, seen = time.perf_counter(), 0
         for idx in batches(len(data), batch, np.random.default_rng(epoch)):
             x, _ = data.batch(idx)
-            prep.normalize(augment(x, 0.5, gen))
+            prep.normalize(augment(to_unit(x), 0.5, gen))
             seen += len(idx)
         rates.append(seen / (time.perf_counter() - start))
     return build_s, rates

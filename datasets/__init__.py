@@ -4,9 +4,10 @@ from datasets.cache import DataCache, build_cache, default_cache_root, report_li
 from datasets.errors import UsageError
 from datasets.folders import ImageFolder, scan_folder, split_map
 from datasets.synthetic import make_demo_dataset, render_egg
-from datasets.tasks import Task, folder_task, get_task, list_tasks
+from datasets.tasks import DEFAULT_BACKBONES, Task, folder_task, get_task, list_tasks
 
 __all__ = [
+    "DEFAULT_BACKBONES",
     "DataCache",
     "ImageFolder",
     "Task",

@@ -31,7 +31,7 @@ class Task:
             )
 
 
-_DEFAULT_BACKBONES = (
+DEFAULT_BACKBONES = (
     "resnet18",
     "resnet50",
     "efficientnet_b0",
@@ -50,7 +50,7 @@ _TASKS: dict[str, Task] = {
             num_classes=2,
             layout="class-folders",
             image_size=224,
-            backbones=_DEFAULT_BACKBONES,
+            backbones=DEFAULT_BACKBONES,
         ),
         Task(
             name="sports",
@@ -59,7 +59,7 @@ _TASKS: dict[str, Task] = {
             num_classes=100,
             layout="split-folders",
             image_size=224,
-            backbones=_DEFAULT_BACKBONES,
+            backbones=DEFAULT_BACKBONES,
             kaggle="gpiosenka/sports-classification",
         ),
         Task(
@@ -69,7 +69,7 @@ _TASKS: dict[str, Task] = {
             num_classes=3,
             layout="class-folders",
             image_size=150,
-            backbones=_DEFAULT_BACKBONES,
+            backbones=DEFAULT_BACKBONES,
         ),
     )
 }
@@ -102,5 +102,5 @@ def folder_task(name: str, classes: tuple[str, ...], layout: str) -> Task:
         num_classes=len(classes),
         layout=layout,
         image_size=224,
-        backbones=_DEFAULT_BACKBONES,
+        backbones=DEFAULT_BACKBONES,
     )

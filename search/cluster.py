@@ -53,12 +53,22 @@ class Resources:
     retrain_gpus: float
 
 
-def plan_resources(cpus_per_trial: int, gpus_per_trial: float | None, concurrency: int | None) -> Resources:
-    """Check a trial fits on some node and derive the concurrency the cluster allows."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    total_cpu = sum(n.get("CPU", 0) for n in nodes)
+def node_resources() -> list[dict[str, float]]:
+    """What each live node of the connected Ray cluster offers (``CPU``, ``GPU``, custom resources)."""
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def plan_resources(
+    nodes: list[dict[str, float]], cpus_per_trial: int, gpus_per_trial: float | None, concurrency: int | None
+) -> Resources:
+    """Check a trial fits on one of ``nodes`` and derive the concurrency they allow: a fraction of a GPU packs
+    ``floor(1 / fraction)`` trials on each GPU, as far as the CPUs go."""
     total_gpu = sum(n.get("GPU", 0) for n in nodes)
     gpus = gpus_per_trial if gpus_per_trial is not None else (1.0 if total_gpu >= 1 else 0.0)
+    if gpus > 0 and total_gpu == 0:
+        raise UsageError(
+            f"--gpus-per-trial {gpus:g} but no node of the cluster has a GPU; leave it out (or pass 0) to train on CPUs"
+        )
     fits = [n for n in nodes if n.get("CPU", 0) >= cpus_per_trial and n.get("GPU", 0) >= gpus]
     if not fits:
         largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
@@ -67,9 +77,7 @@ def plan_resources(cpus_per_trial: int, gpus_per_trial: float | None, concurrenc
             f"{largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs; "
             "lower --cpus-per-trial / --gpus-per-trial"
         )
-    allowed = int(total_cpu // cpus_per_trial)
-    if gpus > 0:
-        allowed = min(allowed, int(math.floor(total_gpu / gpus + 1e-9)))
+    allowed = sum(_trials_on(n, cpus_per_trial, gpus) for n in nodes)
     node = max(fits, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
     return Resources(
         cpus_per_trial=cpus_per_trial,
@@ -78,3 +86,13 @@ def plan_resources(cpus_per_trial: int, gpus_per_trial: float | None, concurrenc
         retrain_cpus=int(node.get("CPU", cpus_per_trial)),
         retrain_gpus=1.0 if gpus > 0 else 0.0,
     )
+
+
+def _trials_on(node: dict[str, float], cpus: int, gpus: float) -> int:
+    by_cpu = int(node.get("CPU", 0) // cpus)
+    if gpus <= 0:
+        return by_cpu
+    if gpus < 1:  # Ray packs fractions within one GPU, never across two
+        per_gpu = int(math.floor(1 / gpus + 1e-9))
+        return min(by_cpu, per_gpu * int(node.get("GPU", 0)))
+    return min(by_cpu, int(node.get("GPU", 0) // gpus))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import ray
+import torch
 
 from datasets import UsageError, report_line
 from results import (
@@ -31,14 +32,15 @@ from results import (
     write_text,
 )
 from search.backbones import validate_backbones
-from search.cluster import plan_resources
+from search.cluster import Resources, node_resources, plan_resources
 from search.costs import backbone_costs
 from search.data import prepare, resolve_task
 from search.options import ResolvedOptions, SearchOptions
+from search.packing import packing_warnings
 from search.report import write_task_report
 from search.resume import SEARCH_FILE, check_existing, discard_search, finished_record, read_json
 from search.retrain import run_retrains, save_model
-from search.space import baseline_points, search_space
+from search.space import BATCH_SIZES, baseline_points, search_space
 from search.tuner import SearchFiles, run_trials
 from search.weights import resolve_weights
 from trainables import TrialSetup
@@ -98,6 +100,15 @@ class Prepared:
             log.info("%s: this search already finished (--retrain-again repeats the retrain)", self.data.task.name)
 
 
+def warn_packing(opts: ResolvedOptions, resources: Resources) -> None:
+    """Say which backbones will not fit their share of the GPU, when this machine has the GPUs trials use."""
+    if 0 < resources.gpus_per_trial < 1 and torch.cuda.is_available():
+        gpu_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
+        batch = max(BATCH_SIZES)
+        for line in packing_warnings(opts.backbones, opts.image_size, batch, resources.gpus_per_trial, gpu_mib):
+            log.warning("%s", line)
+
+
 def run_task(prepared: Prepared) -> dict:
     """Search (or continue the search), retrain and write every file of the contract under OUT/TASK; returns
     best.json's content. Ctrl-C raises SearchInterrupted after the tables of what finished are written."""
@@ -109,7 +120,8 @@ def run_task(prepared: Prepared) -> dict:
     report = data.cache.report()
     write_json(out / "data_report.json", report)
     elapsed_before = read_json(out / SEARCH_FILE).get("elapsed_s", 0.0) if opts.resume else 0.0
-    resources = plan_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
+    resources = plan_resources(node_resources(), opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
+    warn_packing(opts, resources)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}
     setup = TrialSetup(data.cache, opts.max_epochs, opts.seed, opts.cpus_per_trial, refs, compile=opts.compile)
 

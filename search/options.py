@@ -60,8 +60,8 @@ class SearchOptions:
             self.gpus_per_trial >= 0 and (self.gpus_per_trial <= 1 or self.gpus_per_trial.is_integer())
         ):
             raise UsageError(
-                f"--gpus-per-trial must be a fraction up to 1 (0.25 lets four trials share a GPU) "
-                f"or a whole number, got {self.gpus_per_trial}"
+                f"--gpus-per-trial must be 0 (CPUs only), a fraction up to 1 (0.25 lets four trials share a GPU) "
+                f"or a whole number, got {self.gpus_per_trial:g}"
             )
         if self.pretrained is not None and self.pretrained not in MODES:
             raise UsageError(f"--pretrained must be one of {', '.join(MODES)}, got {self.pretrained!r}")

@@ -10,6 +10,11 @@ import torch
 from torch import nn
 
 
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images as float32 in 0..1, on the device they are on."""
+    return x.float().div_(255)
+
+
 @dataclass
 class Accel:
     """The device and the speed-ups it takes; ``dtype`` None means float32 throughout."""
@@ -38,10 +43,11 @@ class Accel:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
-        """A host batch on the device: through pinned memory without waiting, in the model's memory format."""
+        """A uint8 host batch as float 0..1 on the device: copied as bytes (a quarter of the floats' size) through
+        pinned memory without waiting, converted there, in the model's memory format."""
         if self.device.type == "cuda":
-            return self._layout(x.pin_memory().to(self.device, non_blocking=True))
-        return self._layout(x.to(self.device))
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return self._layout(to_unit(x.to(self.device)))
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

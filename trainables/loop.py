@@ -29,7 +29,8 @@ class Images:
         return int(self.offsets[-1])
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float images ``[B, 3, H, W]`` in 0..1 and int64 labels, rows in ``idx`` order."""
+        """uint8 images ``[B, 3, H, W]`` (channels-last in memory, as decoded) and int64 labels, rows in ``idx``
+        order; ``Accel.batch`` makes them float on the device."""
         idx = np.asarray(idx)
         out = np.empty((len(idx), *self.parts[0].shape[1:]), dtype=np.uint8)
         for k, x in enumerate(self.parts):
@@ -39,8 +40,7 @@ class Images:
                 local = idx[sel] - lo
                 order = np.argsort(local)  # memmaps read fastest in ascending order
                 out[sel[order]] = x[local[order]]
-        images = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
-        return images, torch.from_numpy(self.labels[idx])
+        return torch.from_numpy(out).permute(0, 3, 1, 2), torch.from_numpy(self.labels[idx])
 
 
 def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:

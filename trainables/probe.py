@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets import DataCache
+from trainables.accel import to_unit
 from trainables.loop import Images, batches, classification_metrics, optimise
 from trainables.preprocess import Preprocess
 
@@ -52,7 +53,7 @@ def split_features(
     parts = []
     for idx in batches(len(images), batch_size):
         x, _ = images.batch(idx)
-        x = prep(x.to(device))
+        x = prep(to_unit(x.to(device)))
         parts.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu().numpy())
     features = np.concatenate(parts).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ from search import main
         (["egg", "--demo", "--trials", "0"], "--trials must be a positive whole number, got 0"),
         (["egg", "--demo", "--max-epochs", "-1"], "--max-epochs must be a positive whole number, got -1"),
         (["egg", "--data", "/nonexistent/eggs"], "--data /nonexistent/eggs does not exist"),
-        (["egg", "--demo", "--gpus-per-trial", "1.5"], "--gpus-per-trial must be a fraction up to 1"),
+        (["egg", "--demo", "--gpus-per-trial", "1.5"], "a fraction up to 1 (0.25 lets four trials share a GPU)"),
+        (["egg", "--demo", "--gpus-per-trial", "-0.5"], "--gpus-per-trial must be 0 (CPUs only), a fraction"),
     ],
 )
 def test_bad_arguments_exit_2_with_the_reason(argv, message, capsys):

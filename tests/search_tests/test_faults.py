@@ -23,7 +23,7 @@ from ray import cloudpickle
 from datasets import make_demo_dataset
 from results import best_trial, trials_frame
 from search import main
-from search.cluster import plan_resources
+from search.cluster import node_resources, plan_resources
 from search.data import resolve_task
 from search.driver import Prepared, run_task
 from search.options import SearchOptions
@@ -126,7 +126,7 @@ def test_a_trial_that_always_raises_ends_as_error_after_its_retries_and_the_othe
         setup,
         ["resnet10t"],
         trials=3,
-        resources=plan_resources(1, 0, None),
+        resources=plan_resources(node_resources(), 1, 0, None),
         files=files,
         resume=False,
         points=points,
@@ -315,7 +315,7 @@ def test_a_batch_that_does_not_fit_in_memory_is_retried_once_at_half_the_size(ra
         TrialSetup(prepared.data.cache, max_epochs=1),
         ["resnet10t"],
         trials=1,
-        resources=plan_resources(1, 0, None),
+        resources=plan_resources(node_resources(), 1, 0, None),
         files=SearchFiles.under(tmp_path, None, "memory"),
         resume=False,
         points=[point],

@@ -15,8 +15,10 @@ def test_a_cpu_trains_in_float32_with_plain_copies():
     assert accel.dtype is None and accel.scaler is None and not accel.channels_last
     with accel.autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
-    x = torch.rand(2, 3, 8, 8)
-    assert accel.batch(x).is_contiguous() and accel.batch(x).device.type == "cpu"
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    on_device = accel.batch(x)
+    assert on_device.dtype == torch.float32 and on_device.device.type == "cpu"
+    assert torch.equal(on_device * 255, x.float()) and on_device.is_contiguous()
 
 
 @pytest.mark.parametrize(

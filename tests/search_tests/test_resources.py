@@ -1,0 +1,82 @@
+"""Fitting trials to a cluster's nodes: fractions of a GPU, refusals that say what the nodes offer, and whether a
+backbone's trial fits its share of a GPU's memory."""
+
+import pytest
+
+from datasets import DEFAULT_BACKBONES, UsageError
+from search import main
+from search.cluster import node_resources, plan_resources
+from search.packing import GPU_MEMORY_MIB, estimate_mib, packing_warnings
+
+ONE_GPU = [{"CPU": 16.0, "GPU": 1.0, "memory": 1e11}]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "gpus", "concurrency"),
+    [
+        (ONE_GPU, 0.25, 4),  # four trials share the GPU
+        (ONE_GPU, 0.3, 3),  # 0.3 x 4 > 1: the fourth does not fit
+        (ONE_GPU, 1.0, 1),
+        ([{"CPU": 16.0, "GPU": 2.0}], 0.5, 4),
+        ([{"CPU": 16.0, "GPU": 4.0}], 2.0, 2),
+        ([{"CPU": 2.0, "GPU": 1.0}], 0.25, 2),  # the CPUs run out first
+        ([{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}], 0.5, 4),  # two nodes, two trials each
+        ([{"CPU": 4.0}], 0.0, 4),  # CPUs only
+    ],
+)
+def test_a_fraction_of_a_gpu_packs_that_many_trials_on_each_gpu(nodes, gpus, concurrency):
+    resources = plan_resources(nodes, 1, gpus, None)
+    assert resources.gpus_per_trial == gpus and resources.concurrency == concurrency
+
+
+def test_gpus_default_to_one_per_trial_where_there_are_gpus_and_none_where_not():
+    assert plan_resources(ONE_GPU, 1, None, None).gpus_per_trial == 1.0
+    assert plan_resources([{"CPU": 2.0}], 1, None, None).gpus_per_trial == 0.0
+    assert plan_resources(ONE_GPU, 1, 1.0, None).retrain_gpus == 1.0
+    assert plan_resources(ONE_GPU, 1, 0.25, 2).concurrency == 2, "--concurrency caps it"
+
+
+@pytest.mark.parametrize(
+    ("nodes", "cpus", "gpus", "message"),
+    [
+        ([{"CPU": 2.0}], 1, 0.5, "--gpus-per-trial 0.5 but no node of the cluster has a GPU"),
+        (ONE_GPU, 1, 2.0, "asks for 1 CPUs and 2 GPUs but the largest node offers 16 CPUs and 1 GPUs"),
+        ([{"CPU": 2.0}, {"CPU": 4.0}], 8, 0.0, "asks for 8 CPUs and 0 GPUs but the largest node offers 4 CPUs"),
+        ([{"CPU": 2.0, "GPU": 1.0}], 4, 0.5, "the largest node offers 2 CPUs and 1 GPUs"),
+    ],
+)
+def test_a_trial_larger_than_any_node_is_refused_with_what_the_largest_offers(nodes, cpus, gpus, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        plan_resources(nodes, cpus, gpus, None)
+
+
+def test_a_fraction_of_a_gpu_on_a_cpu_cluster_exits_2_before_any_trial(ray_cluster, tiny_eggs, tmp_path, capsys):
+    assert all(n.get("GPU", 0) == 0 for n in node_resources())
+    argv = [str(tiny_eggs), "--out", str(tmp_path), "--gpus-per-trial", "0.5", "--pretrained", "off"]
+    assert main([*argv, "--backbones", "resnet10t", "--image-size", "24"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: --gpus-per-trial 0.5 but no node of the cluster has a GPU; leave it out (or pass 0) to train on CPUs"
+    ]
+    assert not list(tmp_path.rglob("trials.parquet")) and not list(tmp_path.rglob("result.json"))
+
+
+def test_every_default_backbone_has_a_memory_estimate_that_grows_with_batch_and_image_size():
+    assert set(DEFAULT_BACKBONES) <= set(GPU_MEMORY_MIB)
+    for name in DEFAULT_BACKBONES:
+        small, large, larger = (estimate_mib(name, s, b) for s, b in ((224, 16), (224, 64), (320, 64)))
+        assert 1024 < small < large < larger < 12 * 1024, name
+    assert estimate_mib("resnet10t", 224, 32) is None
+
+
+def test_packing_warns_about_the_backbones_that_do_not_fit_their_share_and_suggests_a_fraction():
+    gpu = 12 * 1024
+    assert packing_warnings(DEFAULT_BACKBONES, 224, 64, 1.0, gpu) == []
+    lines = packing_warnings(DEFAULT_BACKBONES, 224, 64, 0.25, gpu)  # 3 GiB each
+    named = {line.split()[0] for line in lines}
+    assert named == {"resnet50", "efficientnet_b0", "efficientnet_b2"}
+    resnet50 = next(line for line in lines if line.startswith("resnet50"))
+    need = estimate_mib("resnet50", 224, 64)
+    suggested = float(resnet50.rsplit(" ", 1)[1])
+    assert suggested * gpu >= need and "--gpus-per-trial 0.25 gives each trial 3.0 GiB" in resnet50
+    assert packing_warnings(["resnet10t"], 224, 64, 0.01, gpu) == [], "no estimate, no warning"
