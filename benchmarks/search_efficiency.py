@@ -24,6 +24,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -90,7 +91,13 @@ def run(method: str, setup: TrialSetup, backbones: list[str], trials: int, work:
             max_concurrent_trials=2,
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=method, storage_path=work, callbacks=[recorder], verbose=0),
+        run_config=tune.RunConfig(
+            name=method,
+            storage_path=work,
+            callbacks=[recorder],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # as the search does: 12 runs fill no disk
+            verbose=0,
+        ),
     )
     start = time.perf_counter()
     grid = tuner.fit()
@@ -122,7 +129,11 @@ def main() -> None:
     try:
         for seed in range(args.seeds):
             setup = dataclasses.replace(base, seed=seed)
-            runs = {m: run(m, setup, backbones, args.trials, tempfile.mkdtemp(dir=work)) for m in METHODS}
+            runs = {}
+            for m in METHODS:
+                folder = tempfile.mkdtemp(dir=work)
+                runs[m] = run(m, setup, backbones, args.trials, folder)
+                shutil.rmtree(folder, ignore_errors=True)
             best = max(max(accs) for accs, _ in runs.values())
             for m, (accs, wall) in runs.items():
                 to = epochs_to(accs, best - 0.01)
@@ -130,6 +141,7 @@ def main() -> None:
                 print(f"seed {seed} {m:12s} {rows[m][-1]}", flush=True)
     finally:
         ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
 
     summarize(
         rows,

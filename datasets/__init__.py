@@ -1,6 +1,6 @@
 """Tasks, image folders, the decode-once cache and the generated stand-in data."""
 
-from datasets.cache import DataCache, build_cache, default_cache_root, report_line
+from datasets.cache import DataCache, build_cache, cache_files, default_cache_root, local_copy, report_line
 from datasets.errors import UsageError
 from datasets.folders import ImageFolder, scan_folder, split_map
 from datasets.synthetic import make_demo_dataset, render_egg
@@ -13,10 +13,12 @@ __all__ = [
     "Task",
     "UsageError",
     "build_cache",
+    "cache_files",
     "default_cache_root",
     "folder_task",
     "get_task",
     "list_tasks",
+    "local_copy",
     "make_demo_dataset",
     "render_egg",
     "report_line",

@@ -6,12 +6,18 @@ one copy of the data in the page cache.
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +121,39 @@ def build_cache(folder: ImageFolder, image_size: int, root: Path | None = None) 
     return DataCache(
         path=target, fingerprint=key, classes=tuple(meta["classes"]), image_size=image_size, sizes=meta["sizes"]
     )
+
+
+def cache_files(cache: DataCache) -> dict[str, np.ndarray | bytes]:
+    """The cache's arrays (memory-mapped, not read yet) and small files: what another machine needs to copy it."""
+    return {
+        p.name: np.load(p, mmap_mode="r") if p.suffix == ".npy" else p.read_bytes()
+        for p in sorted(cache.path.iterdir())
+        if p.is_file()
+    }
+
+
+def local_copy(
+    cache: DataCache, fetch: Callable[[], dict[str, np.ndarray | bytes]], root: Path | None = None
+) -> DataCache:
+    """This machine's copy of ``cache`` under ``root``: found there, or written once from ``fetch()`` while other
+    processes of the machine wait for it. Each copy adds a line to ``root/decoded/copies.log``."""
+    target = (root or default_cache_root()) / "decoded" / cache.fingerprint
+    if not (target / "meta.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f".{cache.fingerprint}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / "meta.json").exists():
+                tmp = Path(tempfile.mkdtemp(prefix=f".{cache.fingerprint}-", dir=target.parent))
+                for name, content in fetch().items():
+                    if isinstance(content, bytes):
+                        (tmp / name).write_bytes(content)
+                    else:
+                        np.save(tmp / name, content)
+                os.replace(tmp, target)
+                with open(target.parent / "copies.log", "a") as log:
+                    log.write(f"{cache.fingerprint} {socket.gethostname()} pid {os.getpid()} at {time.time():.0f}\n")
+                logging.getLogger(__name__).info("copied the decoded images to %s", target)
+    return dataclasses.replace(cache, path=target)
 
 
 def _check_usable(folder: ImageFolder, counts: dict[str, dict[str, int]], unreadable: list[dict[str, str]]) -> None:

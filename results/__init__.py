@@ -11,7 +11,7 @@ from results.analysis import (
     top_confusions,
     top_k_frame,
 )
-from results.io import atomic_write, write_csv, write_json, write_parquet, write_text
+from results.io import atomic_write, copy_tree, write_csv, write_json, write_parquet, write_text
 from results.plots import accuracy_latency, confusion, importance, learning_curves, search_progress
 from results.report import report_html
 from results.tables import (
@@ -32,6 +32,7 @@ from results.tables import (
 )
 
 __all__ = [
+    "copy_tree",
     "BACKBONE_COLUMNS",
     "CONFIG_COLUMNS",
     "EPOCH_COLUMNS",

@@ -41,3 +41,21 @@ def write_parquet(path: str | Path, frame: pd.DataFrame) -> Path:
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False))
+
+
+def copy_tree(source: Path, uri: str, skip: tuple[str, ...] = ()) -> list[str]:
+    """Copy the files under ``source`` (but not the top-level names in ``skip``) to ``uri``, a pyarrow filesystem
+    URI (``s3://``, ``gs://``, ``file://``); returns the relative paths copied."""
+    from pyarrow import fs
+
+    filesystem, base = fs.FileSystem.from_uri(uri)
+    copied = []
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        relative = path.relative_to(source)
+        if relative.parts[0] in skip or relative.name.startswith("."):
+            continue
+        filesystem.create_dir(base if relative.parent == Path(".") else f"{base}/{relative.parent}", recursive=True)
+        with filesystem.open_output_stream(f"{base}/{relative}") as stream:
+            stream.write(path.read_bytes())
+        copied.append(str(relative))
+    return copied

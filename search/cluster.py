@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
+import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from datasets import UsageError
 
@@ -26,8 +32,9 @@ def ray_session(address: str | None = None, dashboard_port: int = DASHBOARD_PORT
     if ray.is_initialized():
         yield None
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        context = ray.init(address=address, logging_level=logging.WARNING)
+        context = join(address)
     else:
         context = ray.init(
             include_dashboard=True,
@@ -42,6 +49,52 @@ def ray_session(address: str | None = None, dashboard_port: int = DASHBOARD_PORT
         ray.shutdown()
 
 
+TOKEN_HELP = (
+    "copy the cluster's token (`ray get-auth-token` on the head) to ~/.ray/auth_token on this machine or set "
+    "RAY_AUTH_TOKEN, with RAY_AUTH_MODE=token; see the README's 'Run on a cluster'"
+)
+
+
+def join(address: str) -> ray.runtime_context.RuntimeContext:
+    """Connect to the Ray cluster at ``address``, or raise a one-line UsageError that says why not and the fix."""
+    if address not in ("auto", "local"):
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+        except (OSError, ValueError) as e:  # Ray itself retries an unreachable address for two minutes
+            raise UsageError(
+                f"cannot reach a Ray cluster at --address {address} ({e}); start one with `ray start --head` "
+                "there, check the host and port, or leave --address out to run on this machine"
+            ) from None
+    if "RAY_AUTH_MODE" not in os.environ:
+        # a head of Ray 2.60 turns token authentication on and refuses a driver that does not send its token; Ray
+        # read its configuration when imported, so it reads it again (as Ray's own tests do)
+        os.environ["RAY_AUTH_MODE"] = "token"
+        from ray._raylet import Config
+
+        Config.initialize("")
+    with tempfile.TemporaryFile("w+") as captured, _stderr_to(captured):
+        try:
+            return ray.init(address=address, logging_level=logging.WARNING)
+        except ConnectionError as e:
+            reason = str(e.__cause__ or e)
+            if "InvalidAuthToken" in reason or "Unauthenticated" in reason:
+                raise UsageError(f"the Ray cluster at {address} refused this driver's token; {TOKEN_HELP}") from None
+            raise UsageError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+
+
+@contextmanager
+def _stderr_to(file) -> Iterator[None]:
+    """Ray's C++ client logs each failed attempt to connect on stderr; the error raised says it in one line."""
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @dataclass(frozen=True)
 class Resources:
     """What each trial gets and how many run at once; the retrain gets one whole node."""
@@ -51,6 +104,41 @@ class Resources:
     concurrency: int
     retrain_cpus: int
     retrain_gpus: float
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def check_shared_storage(experiment: str) -> None:
+    """Refuse a local storage path that some node of a multi-node cluster cannot see: its trials would write their
+    checkpoints and results where the driver never finds them. Cloud URIs (``s3://``, ``gs://``) are shared."""
+    others = [n for n in ray.nodes() if n.get("Alive") and n["NodeID"] != ray.get_runtime_context().get_node_id()]
+    if "://" in experiment or not others:
+        return
+    root = Path(experiment).parent
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / f".visible-{uuid.uuid4().hex}"
+    marker.write_text(marker.name)
+    try:
+        checks = {
+            n["NodeManagerAddress"] + " (node " + n["NodeID"][:12] + ")": _sees.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(marker), marker.name)
+            for n in others
+        }
+        blind = [name for name, ref in checks.items() if not ray.get(ref, timeout=120)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise UsageError(
+            f"the search's storage {root} is not visible from {', '.join(blind)}: with several nodes, pass --storage "
+            "with a path every node mounts at the same place (NFS, EFS, a shared volume) or a bucket (s3://, gs://)"
+        )
 
 
 def node_resources() -> list[dict[str, float]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import statistics
 import time
@@ -15,11 +16,12 @@ import pandas as pd
 import ray
 import torch
 
-from datasets import UsageError, report_line
+from datasets import UsageError, cache_files, report_line
 from results import (
     CONFIG_COLUMNS,
     best_markdown,
     best_trial,
+    copy_tree,
     epochs_frame,
     status_counts,
     summary_frame,
@@ -32,7 +34,7 @@ from results import (
     write_text,
 )
 from search.backbones import validate_backbones
-from search.cluster import Resources, node_resources, plan_resources
+from search.cluster import Resources, check_shared_storage, node_resources, plan_resources
 from search.costs import backbone_costs
 from search.data import prepare, resolve_task
 from search.options import ResolvedOptions, SearchOptions
@@ -109,6 +111,11 @@ def warn_packing(opts: ResolvedOptions, resources: Resources) -> None:
             log.warning("%s", line)
 
 
+def _on_cluster(opts: ResolvedOptions) -> bool:
+    """Joined a cluster (nodes may join later) rather than started Ray on this machine alone."""
+    return bool(opts.address or os.environ.get("RAY_ADDRESS")) or len(node_resources()) > 1
+
+
 def run_task(prepared: Prepared) -> dict:
     """Search (or continue the search), retrain and write every file of the contract under OUT/TASK; returns
     best.json's content. Ctrl-C raises SearchInterrupted after the tables of what finished are written."""
@@ -122,8 +129,19 @@ def run_task(prepared: Prepared) -> dict:
     elapsed_before = read_json(out / SEARCH_FILE).get("elapsed_s", 0.0) if opts.resume else 0.0
     resources = plan_resources(node_resources(), opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
     warn_packing(opts, resources)
+    check_shared_storage(files.experiment)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}
-    setup = TrialSetup(data.cache, opts.max_epochs, opts.seed, opts.cpus_per_trial, refs, compile=opts.compile)
+    setup = TrialSetup(
+        data.cache,
+        opts.max_epochs,
+        opts.seed,
+        opts.cpus_per_trial,
+        refs,
+        compile=opts.compile,
+        data_node=ray.get_runtime_context().get_node_id(),
+        # on a cluster (nodes may join later) the decoded images travel once per node through the object store
+        data_copy=[ray.put(cache_files(data.cache))] if _on_cluster(opts) else None,
+    )
 
     started = time.perf_counter()
     points = [*prepared.warm_points, *baseline_points(opts.backbones, opts.trials)][: max(1, opts.trials // 2)]
@@ -206,6 +224,11 @@ def run_task(prepared: Prepared) -> dict:
     write_task_report(out, record, trials, epochs_frame(outcome.records), costs, files.study_url(), report)
     write_json(out / "best.json", record)
     write_text(out / "best.md", best_markdown(record))
+    if opts.storage and "://" in opts.storage:  # the tables beside the experiment, for whoever reads the bucket
+        copied = copy_tree(out, f"{opts.storage.rstrip('/')}/{opts.task_name}/results", skip=("tune",))
+        log.info(
+            "%s: copied %d result files to %s/%s/results", opts.task_name, len(copied), opts.storage, opts.task_name
+        )
     return record
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -22,7 +23,7 @@ import torch
 from ray import tune
 from torch import nn
 
-from datasets import DataCache
+from datasets import DataCache, local_copy
 from trainables.accel import Accel
 from trainables.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
@@ -42,6 +43,17 @@ class TrialSetup:
     weights: dict[str, Any] = field(default_factory=dict)  # backbone -> ObjectRef of its pretrained state dict
     feature_cache: bool = True  # linear probes without augmentation train on cached features
     compile: bool = False  # torch.compile the model: slower first epoch, faster later ones on a GPU
+    data_node: str = ""  # the Ray node whose disk holds ``data``: the driver's
+    data_copy: list | None = None  # [ObjectRef of cache_files(data)] for the other nodes, when on a cluster
+
+    def local_data(self) -> DataCache:
+        """The decoded images on this node's disk: the driver's cache on its node, elsewhere a copy made once by
+        the first trial on that node, from the object store."""
+        if self.data_copy is None:
+            return self.data
+        if ray.get_runtime_context().get_node_id() == self.data_node and (self.data.path / "meta.json").is_file():
+            return self.data
+        return local_copy(self.data, lambda: ray.get(self.data_copy[0]))
 
 
 def _pretrained(setup: TrialSetup, backbone: str) -> dict[str, torch.Tensor] | None:
@@ -66,7 +78,8 @@ def fit(
     torch.set_num_threads(max(1, setup.cpus))
     torch.manual_seed(setup.seed)
     device = _device()
-    num_classes = len(setup.data.classes)
+    data = setup.local_data()
+    num_classes = len(data.classes)
     model = build_model(config.backbone, num_classes, _pretrained(setup, config.backbone), config.dropout)
     freeze(model, config.freeze_depth)
     accel = Accel.for_device(device)
@@ -81,12 +94,12 @@ def fit(
         optimizer.load_state_dict(resume["optimizer"])
         restore_rng(resume)
         start = int(resume["epoch"])
-    train = Images([setup.data.load(s) for s in train_splits])
-    val = Images([setup.data.load(val_split)]) if val_split else None
+    train = Images([data.load(s) for s in train_splits])
+    val = Images([data.load(val_split)]) if val_split else None
     probe = setup.feature_cache and config.freeze_depth == MAX_FREEZE_DEPTH and config.aug_strength == 0
     if probe:  # the frozen backbone gives the same features every epoch: compute them once
         key = weights_key(model, config.backbone)
-        features = {s: split_features(model, setup.data, s, key, prep, device) for s in (*train_splits, val_split) if s}
+        features = {s: split_features(model, data, s, key, prep, device) for s in (*train_splits, val_split) if s}
         train_features = np.concatenate([features[s] for s in train_splits])
     per_epoch = steps_per_epoch(len(train), config.batch_size)
     for epoch in range(start, setup.max_epochs):
@@ -159,7 +172,7 @@ def _train_trial(config: dict, setup: TrialSetup) -> None:
             resume = load_checkpoint(directory)
         cfg = dataclasses.replace(cfg, batch_size=int(resume["batch_size"]))  # a halved batch stays halved
     started = time.perf_counter() - (resume or {}).get("wall_s", 0.0)  # time before a restart counts too
-    with tempfile.TemporaryDirectory() as scratch:
+    with _scratch() as scratch:
         latest: list[Path] = []  # the last reported checkpoint, kept until the next: an OOM retry starts there
 
         def report(metrics: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -190,6 +203,22 @@ def _train_trial(config: dict, setup: TrialSetup) -> None:
         fit(smaller, setup, ("train",), "val", report, load_checkpoint(latest[0]) if latest else resume)
 
 
+def _scratch() -> tempfile.TemporaryDirectory:
+    """A folder for this trial's checkpoints before Ray Tune takes them. Ray kills a worker at the end of a search
+    without running its cleanup, so each trial first removes the folders of workers that are gone."""
+    root = Path(tempfile.gettempdir()) / "search-scratch"
+    root.mkdir(exist_ok=True)
+    for old in root.glob("pid*-*"):
+        pid = int(old.name[3:].split("-")[0])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            pass
+    return tempfile.TemporaryDirectory(prefix=f"pid{os.getpid()}-", dir=root)
+
+
 def retrain(config: dict, setup: TrialSetup) -> dict:
     """Train ``config`` on train+val, test once; returns test metrics, the weights and the per-epoch history."""
     cfg = TrialConfig.from_dict(config)
@@ -203,9 +232,8 @@ def retrain(config: dict, setup: TrialSetup) -> dict:
         lambda metrics, *_: history.append({**metrics, "wall_s": time.perf_counter() - started}),
     )
     prep = preprocessing(model)
-    test = evaluate(
-        model, Images([setup.data.load("test")]), len(setup.data.classes), prep, accel=Accel.for_device(_device())
-    )
+    data = setup.local_data()
+    test = evaluate(model, Images([data.load("test")]), len(data.classes), prep, accel=Accel.for_device(_device()))
     return {
         "test_acc": test["acc"],
         "test_macro_f1": test["macro_f1"],

@@ -1,0 +1,195 @@
+"""A real two-node Ray cluster on this machine (``ray start --head`` and ``ray start --address``, each node with one
+CPU, its own cache folder standing for its own disk, and a custom resource), joined with ``--address``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from datasets import make_demo_dataset
+
+LIMIT_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _processes_of(temp_dir: str) -> set[int]:
+    """The cluster's processes: those started with its temp dir, and everything they started."""
+    parents: dict[int, int] = {}
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if temp_dir in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.add(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def _can_hide_a_folder() -> bool:
+    """Whether a node can be started in its own mount namespace (root, or a user namespace allowed)."""
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+class TwoNodes:
+    def __init__(self, base: Path):
+        self.base = base
+        self.temp_dir = f"/tmp/ray2n-{os.getpid()}"  # short: Ray's socket paths must stay under 108 characters
+        self.hidden = base / "head-only"  # the worker node mounts an empty folder over it: only the head sees it
+        self.hidden.mkdir()
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+        self.env.pop("RAY_ADDRESS", None)
+        self.hides = _can_hide_a_folder()
+
+    def start(self) -> None:
+        ray = str(Path(sys.executable).parent / "ray")
+        common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
+        head = subprocess.run(
+            [ray, "start", "--head", "--port", str(_free_port()), "--temp-dir", self.temp_dir, *common]
+            + ["--resources", '{"head_slot": 1}', "--dashboard-host", "127.0.0.1"]
+            + ["--dashboard-port", str(_free_port())],
+            env={**self.env, "SEARCH_CACHE": str(self.base / "head-cache")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert head.returncode == 0, head.stderr[-2000:]
+        self.address = re.search(r"ray start --address='([^']+)'", head.stdout + head.stderr).group(1)
+        join = [ray, "start", "--address", self.address, *common, "--resources", '{"worker_slot": 1}']
+        if self.hides:
+            hide = f"mount -t tmpfs tmpfs {self.hidden} && exec {' '.join(join[:-1])} '{join[-1]}'"
+            join = ["unshare", "-m", "sh", "-c", hide]
+        worker = subprocess.run(
+            join,
+            env={**self.env, "SEARCH_CACHE": str(self.base / "worker-cache")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert worker.returncode == 0, worker.stderr[-2000:]
+
+    def search(self, *argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "search", *argv],
+            env={**self.env, "SEARCH_CACHE": str(self.base / "driver-cache"), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=LIMIT_S,
+        )
+
+    def stop(self) -> None:
+        for pid in _processes_of(self.temp_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    nodes = TwoNodes(tmp_path_factory.mktemp("two-nodes"))
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()  # even when a test (or the start) failed
+        deadline = time.monotonic() + 30
+        while _processes_of(nodes.temp_dir) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _processes_of(nodes.temp_dir), "the cluster's processes outlived the tests"
+
+
+@pytest.fixture(scope="module")
+def cluster_eggs(tmp_path_factory) -> Path:
+    return make_demo_dataset("egg", tmp_path_factory.mktemp("eggs"), per_class={"train": 40, "valid": 12, "test": 12})
+
+
+def _argv(eggs: Path, out: Path, *extra: str) -> list[str]:
+    return [str(eggs), "--out", str(out), "--trials", "4", "--max-epochs", "2", "--image-size", "32"] + [
+        *("--backbones", "resnet10t", "--pretrained", "off", "--no-retrain", *extra)
+    ]
+
+
+def test_a_search_on_two_nodes_runs_trials_on_both_and_copies_the_images_once_per_node(cluster, cluster_eggs, tmp_path):
+    storage = tmp_path / "bucket"
+    start = time.perf_counter()
+    proc = cluster.search(
+        *_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address, "--storage", f"file://{storage}")
+    )
+    wall = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "out" / cluster_eggs.name / "trials.parquet")
+    print(f"two nodes: {wall:.1f} s; nodes of the trials: {trials['node'].str[:12].tolist()}")
+    assert len(trials) == 4 and trials["node"].nunique() == 2, trials[["trial_id", "node"]]
+    # the head's trials use the driver's cache (the driver runs there); the other node copied it once for its trials
+    assert len(list((cluster.base / "driver-cache" / "decoded").glob("*/meta.json"))) == 1
+    copies = (cluster.base / "worker-cache" / "decoded" / "copies.log").read_text().splitlines()
+    assert len(copies) == 1, copies
+    assert not (cluster.base / "head-cache" / "decoded").exists()
+    assert (storage / cluster_eggs.name / "results" / "trials.parquet").is_file(), "tables copied to the storage"
+    assert list((storage / cluster_eggs.name).glob("experiment_state-*.json")), "Ray Tune's state is there too"
+
+
+def test_storage_only_the_head_can_see_is_refused_before_any_trial(cluster, cluster_eggs, tmp_path):
+    if not cluster.hides:
+        pytest.skip("this machine cannot start a node in its own mount namespace (unshare -m)")
+    argv = _argv(cluster_eggs, tmp_path / "out", "--address", cluster.address, "--storage", str(cluster.hidden))
+    proc = cluster.search(*argv)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"the search's storage {cluster.hidden} is not visible from " in proc.stderr
+    assert "pass --storage with a path every node mounts at the same place" in proc.stderr
+    assert not list(cluster.hidden.rglob("result.json"))
+
+
+def test_a_trial_larger_than_any_node_is_refused_with_what_the_largest_offers(cluster, cluster_eggs, tmp_path):
+    proc = cluster.search(*_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address, "--cpus-per-trial", "2"))
+    assert proc.returncode == 2
+    assert "a trial asks for 2 CPUs and 0 GPUs but the largest node offers 1 CPUs and 0 GPUs" in proc.stderr
+
+
+def test_a_driver_without_the_clusters_token_is_told_how_to_get_it(cluster, cluster_eggs, tmp_path):
+    proc = cluster.search(
+        *_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address), env={"RAY_AUTH_TOKEN": "0" * 32}
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "InvalidAuthToken" not in proc.stderr, "Ray's retries stay quiet"
+    assert proc.stderr.strip().splitlines()[-1:] == [
+        f"error: the Ray cluster at {cluster.address} refused this driver's token; copy the cluster's token "
+        "(`ray get-auth-token` on the head) to ~/.ray/auth_token on this machine or set RAY_AUTH_TOKEN, with "
+        "RAY_AUTH_MODE=token; see the README's 'Run on a cluster'"
+    ]
+
+
+def test_an_unreachable_address_exits_2_at_once(cluster_eggs, tmp_path):
+    port = _free_port()  # nothing listens there
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "search", *_argv(cluster_eggs, tmp_path / "out", "--address", f"127.0.0.1:{port}")],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S,
+    )
+    assert proc.returncode == 2
+    assert f"cannot reach a Ray cluster at --address 127.0.0.1:{port} (" in proc.stderr
+    assert time.perf_counter() - start < 60, "not Ray's two minutes of retries"
