@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -100,6 +101,7 @@ def main() -> None:
     dataset_mb = sum(f.stat().st_size for f in setup.data.path.glob("*.npy")) / 2**20
     one = peak_memory(setup, 1, work / "tune")
     two = peak_memory(setup, 2, work / "tune")
+    shutil.rmtree(work, ignore_errors=True)
     print(f"{2 * args.images} training images at {args.image_size} px; decoded dataset {dataset_mb:.0f} MB")
     print(f"peak PSS, one trial at a time: {one:.0f} MB")
     print(f"peak PSS, two trials at once: {two:.0f} MB")

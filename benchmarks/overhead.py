@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 import time
 
 import ray
@@ -55,6 +56,7 @@ def main() -> None:
     grid = tuner.fit()
     searched = time.perf_counter() - start
     ray.shutdown()
+    shutil.rmtree(work, ignore_errors=True)
     assert not grid.errors, grid.errors
     print(f"{args.trials} trials of {args.epochs} epochs, {2 * args.images} images at {args.image_size} px, 1 core")
     print(f"plain loop: {plain:.1f} s ({plain / args.trials:.1f} s per trial)")
