@@ -124,6 +124,7 @@ def main() -> None:
     backbones = args.backbones.split(",")
     work, base = egg_setup("efficiency", args.images, args.image_size, args.epochs, valid=50)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # one per epoch is meant
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     rows: dict[str, list[dict]] = {m: [] for m in METHODS}
     try:

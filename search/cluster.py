@@ -55,7 +55,7 @@ TOKEN_HELP = (
 )
 
 
-def join(address: str) -> ray.runtime_context.RuntimeContext:
+def join(address: str) -> ray._private.worker.BaseContext:
     """Connect to the Ray cluster at ``address``, or raise a one-line UsageError that says why not and the fix."""
     if address not in ("auto", "local"):
         host, _, port = address.removeprefix("ray://").rpartition(":")

@@ -209,9 +209,11 @@ def _scratch() -> tempfile.TemporaryDirectory:
     root = Path(tempfile.gettempdir()) / "search-scratch"
     root.mkdir(exist_ok=True)
     for old in root.glob("pid*-*"):
-        pid = int(old.name[3:].split("-")[0])
+        pid = old.name[3:].split("-")[0]
+        if not pid.isdigit():
+            continue
         try:
-            os.kill(pid, 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(old, ignore_errors=True)
         except PermissionError:  # another user's live process
