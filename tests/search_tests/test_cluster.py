@@ -170,7 +170,8 @@ def test_a_trial_larger_than_any_node_is_refused_with_what_the_largest_offers(cl
 
 def test_a_driver_without_the_clusters_token_is_told_how_to_get_it(cluster, cluster_eggs, tmp_path):
     proc = cluster.search(
-        *_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address), env={"RAY_AUTH_TOKEN": "0" * 32}
+        *_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address),
+        env={"RAY_AUTH_TOKEN": "0" * 32, "RAY_gcs_server_port_wait_time_s": "2"},  # Ray retries 20 s by default
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "InvalidAuthToken" not in proc.stderr, "Ray's retries stay quiet"
