@@ -140,8 +140,10 @@ def fit(
 
 def out_of_memory(error: BaseException) -> bool:
     """A GPU (or host) allocation failed: the batch did not fit, the configuration may still be good."""
+    # on a CPU, an allocation that fails inside oneDNN surfaces as "could not create a primitive"
+    host = ("can't allocate memory", "could not create a primitive")
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+        isinstance(error, RuntimeError) and any(text in str(error) for text in host)
     )
 
 

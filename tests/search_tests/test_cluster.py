@@ -90,6 +90,20 @@ class TwoNodes:
             timeout=120,
         )
         assert worker.returncode == 0, worker.stderr[-2000:]
+        self._wait_for_nodes(ray, 2)
+
+    def _wait_for_nodes(self, ray: str, count: int) -> None:
+        """Until the head lists ``count`` live nodes: a search started earlier sizes itself to fewer."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = subprocess.run(
+                [ray, "status", "--address", self.address], env=self.env, capture_output=True, text=True, timeout=60
+            )
+            active = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+            if active.count("node_") >= count:
+                return
+            time.sleep(1)
+        pytest.fail(f"the cluster did not list {count} nodes:\n{status.stdout[-2000:]}")
 
     def search(self, *argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
