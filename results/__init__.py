@@ -32,7 +32,6 @@ from results.tables import (
 )
 
 __all__ = [
-    "copy_tree",
     "BACKBONE_COLUMNS",
     "CONFIG_COLUMNS",
     "EPOCH_COLUMNS",
@@ -46,6 +45,7 @@ __all__ = [
     "best_markdown",
     "best_trial",
     "confusion",
+    "copy_tree",
     "epochs_frame",
     "family_frame",
     "finished_trials",

@@ -111,9 +111,9 @@ def warn_packing(opts: ResolvedOptions, resources: Resources) -> None:
             log.warning("%s", line)
 
 
-def _on_cluster(opts: ResolvedOptions) -> bool:
+def _on_cluster(opts: ResolvedOptions, nodes: list[dict[str, float]]) -> bool:
     """Joined a cluster (nodes may join later) rather than started Ray on this machine alone."""
-    return bool(opts.address or os.environ.get("RAY_ADDRESS")) or len(node_resources()) > 1
+    return bool(opts.address or os.environ.get("RAY_ADDRESS")) or len(nodes) > 1
 
 
 def run_task(prepared: Prepared) -> dict:
@@ -127,7 +127,8 @@ def run_task(prepared: Prepared) -> dict:
     report = data.cache.report()
     write_json(out / "data_report.json", report)
     elapsed_before = read_json(out / SEARCH_FILE).get("elapsed_s", 0.0) if opts.resume else 0.0
-    resources = plan_resources(node_resources(), opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
+    nodes = node_resources()
+    resources = plan_resources(nodes, opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
     warn_packing(opts, resources)
     check_shared_storage(files.experiment)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}
@@ -140,7 +141,7 @@ def run_task(prepared: Prepared) -> dict:
         compile=opts.compile,
         data_node=ray.get_runtime_context().get_node_id(),
         # on a cluster (nodes may join later) the decoded images travel once per node through the object store
-        data_copy=[ray.put(cache_files(data.cache))] if _on_cluster(opts) else None,
+        data_copy=[ray.put(cache_files(data.cache))] if _on_cluster(opts, nodes) else None,
     )
 
     started = time.perf_counter()
