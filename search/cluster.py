@@ -104,6 +104,7 @@ class Resources:
     concurrency: int
     retrain_cpus: int
     retrain_gpus: float
+    nodes: int = 1
 
 
 @ray.remote(num_cpus=0)
@@ -173,6 +174,7 @@ def plan_resources(
         concurrency=max(1, min(concurrency or allowed, allowed)),
         retrain_cpus=int(node.get("CPU", cpus_per_trial)),
         retrain_gpus=1.0 if gpus > 0 else 0.0,
+        nodes=len(nodes),
     )
 
 

@@ -132,8 +132,10 @@ def run_trials(
                 num_samples=trials,
                 max_concurrent_trials=resources.concurrency,
                 # a new trial runs in a finished one's worker: no new process importing torch and timm (about 9 s
-                # a trial here, benchmarks/overhead.py); train_trial frees its memory before it returns
-                reuse_actors=True,
+                # a trial here, benchmarks/overhead.py); train_trial frees its memory before it returns. Not on
+                # several nodes: Ray Tune hands a trial whose worker is still starting on another node to the worker
+                # just freed and drops the starting one, so short trials pile onto the node that starts fastest
+                reuse_actors=resources.nodes == 1,
             ),
             run_config=tune.RunConfig(
                 name=name,
