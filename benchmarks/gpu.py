@@ -27,7 +27,7 @@ from datasets import DEFAULT_BACKBONES
 from search.packing import estimate_mib
 from trainables import Images, build_model, freeze, preprocessing
 from trainables.accel import Accel
-from trainables.loop import train_epoch
+from trainables.loop import Schedule, train_epoch
 
 MIB = 2**20
 
@@ -50,26 +50,12 @@ def project_epoch(backbone: str, args: argparse.Namespace, device: torch.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    schedule = Schedule.of(len(data), args.batch_size, 1e-3, epochs=2, seed=0, label_smoothing=0.1)
     seconds = 0.0
     for epoch in range(2):  # the first lets cuDNN choose its kernels and the allocator fill its cache
         _sync(device)
         start = time.perf_counter()
-        train_epoch(
-            model,
-            optimizer,
-            data,
-            batch_size=args.batch_size,
-            aug_strength=0.5,
-            label_smoothing=0.1,
-            prep=prep,
-            seed=0,
-            epoch=epoch,
-            step=epoch * args.steps,
-            total_steps=2 * args.steps,
-            base_lr=1e-3,
-            device=device,
-            accel=accel,
-        )
+        train_epoch(model, optimizer, data, epoch, schedule, aug_strength=0.5, prep=prep, accel=accel)
         _sync(device)
         seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) / MIB if device.type == "cuda" else None

@@ -11,7 +11,18 @@ import pandas as pd
 from results.tables import CONFIG_COLUMNS, finished_trials
 
 TOP_COLUMNS = ["rank", "trial_id", *CONFIG_COLUMNS, "val_acc", "val_macro_f1", "val_loss", "epochs_run", "wall_s"]
-BACKBONE_COLUMNS = ["backbone", "family", "trials", "best_val_acc", "best_trial", "params_m", "latency_ms", "pareto"]
+BACKBONE_COLUMNS = [
+    "backbone",
+    "family",
+    "logme",
+    "probe_val_acc",
+    "trials",
+    "best_val_acc",
+    "best_trial",
+    "params_m",
+    "latency_ms",
+    "pareto",
+]
 PROGRESS_COLUMNS = ["order", "trial_id", "val_acc", "best_val_acc", "trial_epochs", "trial_s"]
 
 
@@ -40,8 +51,10 @@ def family(backbone: str) -> str:
 
 
 def backbone_frame(trials: pd.DataFrame, costs: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """One row per backbone: its best validation accuracy, its size and inference latency, and whether it is on
-    the accuracy-latency Pareto front. ``costs``: backbone -> ``{"params_m": ..., "latency_ms": ...}``."""
+    """One row per backbone: its transferability score (LogME, measured before the search) and fitted probe's
+    validation accuracy, its best validation accuracy in the search, its size and inference latency, and whether it
+    is on the accuracy-latency Pareto front. ``costs``: backbone -> ``{"params_m", "latency_ms", "logme",
+    "probe_val_acc"}`` (missing ones are NaN)."""
     ok = finished_trials(trials)
     rows = []
     for backbone in sorted(set(trials["backbone"]) | set(costs)):
@@ -50,6 +63,8 @@ def backbone_frame(trials: pd.DataFrame, costs: dict[str, dict[str, float]]) -> 
             {
                 "backbone": backbone,
                 "family": family(backbone),
+                "logme": costs.get(backbone, {}).get("logme", math.nan),
+                "probe_val_acc": costs.get(backbone, {}).get("probe_val_acc", math.nan),
                 "trials": int((trials["backbone"] == backbone).sum()),
                 "best_val_acc": float(mine["val_acc"].iloc[0]) if len(mine) else math.nan,
                 "best_trial": mine["trial_id"].iloc[0] if len(mine) else "",

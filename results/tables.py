@@ -1,7 +1,8 @@
 """Pure functions from a search's trial records to the contract's tables.
 
 A trial record is a plain dict: ``trial_id``, ``config`` (the search-space values), ``history`` (one dict per
-reported epoch), ``error`` (None or the reason), ``node`` and ``failures`` (how often it was restarted).
+reported epoch), ``error`` (None or the reason), ``node``, ``failures`` (how often it was restarted) and ``source``
+(where its configuration came from).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ EPOCH_COLUMNS = [
 TRIAL_COLUMNS = [
     "trial_id",
     "status",
+    "source",
     *CONFIG_COLUMNS,
     "val_acc",
     "val_macro_f1",
@@ -44,6 +46,7 @@ TRIAL_COLUMNS = [
     "wall_s",
     "node",
     "pretrained",
+    "warm_head",
     "trained_batch_size",
     "failures",
     "error",
@@ -84,6 +87,7 @@ def trials_frame(records: list[dict], max_epochs: int, pretrained: dict[str, boo
             {
                 "trial_id": r["trial_id"],
                 "status": trial_status(r, max_epochs),
+                "source": r.get("source", "sampler"),  # recipe, warm-start (--warm-start) or sampler (TPE)
                 **{c: r["config"].get(c) for c in CONFIG_COLUMNS},
                 "val_acc": best.get("val_acc", math.nan),
                 "val_macro_f1": best.get("val_macro_f1", math.nan),
@@ -93,6 +97,8 @@ def trials_frame(records: list[dict], max_epochs: int, pretrained: dict[str, boo
                 "wall_s": max((h.get("wall_s", 0.0) for h in r["history"]), default=0.0),
                 "node": r.get("node") or "",
                 "pretrained": bool((pretrained or {}).get(r["config"].get("backbone"), False)),
+                # the new head started from the probe fitted on the frozen features (LP-FT)
+                "warm_head": bool(r["history"][-1].get("warm_head", False)) if r["history"] else False,
                 # smaller than batch_size when the configured batch did not fit in memory
                 "trained_batch_size": int(trained if _finite(trained) else r["config"].get("batch_size") or 0),
                 "failures": int(r.get("failures", 0)),
@@ -164,6 +170,7 @@ def best_rows(best: dict) -> list[tuple[str, object]]:
         ("pretrained", best["pretrained"]),
         ("data", "synthetic" if best["provenance"]["synthetic"] else best["provenance"]["data_root"]),
         ("search wall time", f"{best['search_wall_s']:.0f} s"),
+        ("search ended by", best.get("limit", "trials")),
     ]
 
 

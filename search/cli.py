@@ -20,6 +20,15 @@ COMMANDS = ("tasks", "report", "predict")
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
+def _duration(value: str) -> float:
+    from search.budget import parse_duration
+
+    try:
+        return parse_duration(value)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
@@ -52,6 +61,18 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="Ray Tune's full progress tables and logs")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile each trial's model (pays off on GPUs for long trials)"
+    )
+    p.add_argument(
+        "--time-budget",
+        dest="time_budget_s",
+        type=_duration,
+        help="wall time for the search and the retrain together, e.g. 20m or 1h30m (default: no limit)",
+    )
+    p.add_argument(
+        "--prescreen",
+        type=int,
+        metavar="K",
+        help="search only the K backbones whose frozen features score best (LogME) (default: all)",
     )
     p.add_argument("--storage", help="where Ray Tune keeps experiment state (default OUT/TASK/tune)")
     p.add_argument("--download", action="store_true", help="fetch a missing Kaggle dataset with kagglehub")

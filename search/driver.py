@@ -34,6 +34,7 @@ from results import (
     write_text,
 )
 from search.backbones import validate_backbones
+from search.budget import BUDGET_FILE, TimeBudget
 from search.cluster import Resources, check_shared_storage, node_resources, plan_resources
 from search.costs import backbone_costs
 from search.data import prepare, resolve_task
@@ -42,7 +43,8 @@ from search.packing import packing_warnings
 from search.report import write_task_report
 from search.resume import SEARCH_FILE, check_existing, discard_search, finished_record, read_json
 from search.retrain import run_retrains, save_model
-from search.space import BATCH_SIZES, baseline_points, search_space
+from search.screen import kept_backbones, screen_backbones
+from search.space import BATCH_SIZES, baseline_points, search_space, trial_sources
 from search.tuner import SearchFiles, run_trials
 from search.weights import resolve_weights
 from trainables import TrialSetup
@@ -67,6 +69,7 @@ class Prepared:
     """Everything checked and loaded before Ray starts: bad input fails here, with nothing started."""
 
     def __init__(self, options: SearchOptions):
+        started = time.perf_counter()
         out = Path(options.out).expanduser().resolve() / resolve_task(options.task).name
         self.data = prepare(
             options.task,
@@ -95,9 +98,12 @@ class Prepared:
             "seed": self.options.seed,
             "pretrained": {b: p.state_dict is not None for b, p in self.weights.items()},
             "space": {k: repr(v) for k, v in search_space(self.options.backbones).items()},
+            "prescreen": self.options.prescreen,
+            "time_budget_s": self.options.time_budget_s,
         }
         check_existing(self.options, self.files, self.signature)
         self.done = finished_record(self.options)
+        self.seconds = time.perf_counter() - started  # decoding and weights: part of a --time-budget
         if self.done:
             log.info("%s: this search already finished (--retrain-again repeats the retrain)", self.data.task.name)
 
@@ -119,6 +125,7 @@ def _on_cluster(opts: ResolvedOptions, nodes: list[dict[str, float]]) -> bool:
 def run_task(prepared: Prepared) -> dict:
     """Search (or continue the search), retrain and write every file of the contract under OUT/TASK; returns
     best.json's content. Ctrl-C raises SearchInterrupted after the tables of what finished are written."""
+    begun = time.perf_counter()
     opts, data, files = prepared.options, prepared.data, prepared.files
     out = opts.task_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -144,12 +151,23 @@ def run_task(prepared: Prepared) -> dict:
         data_copy=[ray.put(cache_files(data.cache))] if _on_cluster(opts, nodes) else None,
     )
 
-    started = time.perf_counter()
-    points = [*prepared.warm_points, *baseline_points(opts.backbones, opts.trials)][: max(1, opts.trials // 2)]
+    scores = screen_backbones(setup, list(opts.backbones), resources)
+    backbones = kept_backbones(scores, opts.prescreen)
+    warm = [("warm-start", p) for p in prepared.warm_points if p["backbone"] in backbones]
+    points = [*warm, *(("recipe", p) for p in baseline_points(backbones, opts.trials))][: max(1, opts.trials // 2)]
     write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
+    stopper = None
+    if opts.time_budget_s:
+        stopper = TimeBudget(
+            opts.time_budget_s - elapsed_before - prepared.seconds - (time.perf_counter() - begun),
+            opts.max_epochs,
+            retrain_scale(data.cache.sizes, opts),
+            out / SEARCH_FILE,
+            opts.time_budget_s,
+        )
     outcome = run_trials(
         setup,
-        list(opts.backbones),
+        backbones,
         opts.trials,
         resources,
         files,
@@ -157,11 +175,18 @@ def run_task(prepared: Prepared) -> dict:
         points,
         opts.max_failures,
         verbose=opts.verbose,
+        stopper=stopper,
     )
-    search_wall = elapsed_before + time.perf_counter() - started
+    search_wall = elapsed_before + prepared.seconds + time.perf_counter() - begun
     write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": search_wall})
     pretrained = {b: p.state_dict is not None for b, p in prepared.weights.items()}
-    finished = [r for r in outcome.records if r["finished"]]
+    budget_ended = (out / BUDGET_FILE).is_file()
+    sources = trial_sources(files.study_url())
+    finished = [
+        {**r, "source": sources.get(r["trial_id"], "sampler")}
+        for r in outcome.records
+        if r["finished"] and not (budget_ended and not r["history"] and not r["error"])  # never started
+    ]
     trials = trials_frame(finished, opts.max_epochs, pretrained)
     write_parquet(out / "trials.parquet", trials)
     write_parquet(out / "epochs.parquet", epochs_frame(outcome.records))
@@ -189,6 +214,8 @@ def run_task(prepared: Prepared) -> dict:
         "best_epoch": int(best["best_epoch"]),
         "trials": {"total": len(trials), **status_counts(trials)},
         "search_wall_s": search_wall,
+        "limit": f"time budget {opts.time_budget_s:.0f} s" if budget_ended else "trials",
+        "backbone_scores": {b: {k: v for k, v in r.items() if k != "backbone"} for b, r in scores.items()},
         "cpu_hours": trial_hours * resources.cpus_per_trial,
         "gpu_hours": trial_hours * resources.gpus_per_trial,
         "pretrained": pretrained[config["backbone"]],
@@ -222,6 +249,7 @@ def run_task(prepared: Prepared) -> dict:
         record["cpu_hours"] += wall * resources.retrain_cpus / 3600
         record["gpu_hours"] += wall * resources.retrain_gpus / 3600
     costs = backbone_costs(list(opts.backbones), len(data.cache.classes), opts.image_size)
+    costs = {b: {**costs.get(b, {}), **scores.get(b, {})} for b in opts.backbones}
     write_task_report(out, record, trials, epochs_frame(outcome.records), costs, files.study_url(), report)
     write_json(out / "best.json", record)
     write_text(out / "best.md", best_markdown(record))
@@ -231,6 +259,13 @@ def run_task(prepared: Prepared) -> dict:
             "%s: copied %d result files to %s/%s/results", opts.task_name, len(copied), opts.storage, opts.task_name
         )
     return record
+
+
+def retrain_scale(sizes: dict[str, int], opts: ResolvedOptions) -> float:
+    """The retrain's cost against one trial's epochs of the same configuration: more images, and each seed."""
+    if not opts.retrain:
+        return 0.0
+    return (sizes["train"] + sizes["val"]) / sizes["train"] * opts.retrain_seeds
 
 
 def retrain_summary(runs: list[dict]) -> dict:

@@ -42,10 +42,20 @@ class SearchOptions:
     retrain_seeds: int = 1
     verbose: bool = False
     compile: bool = False
+    prescreen: int | None = None
+    time_budget_s: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("trials", "max_epochs", "image_size", "cpus_per_trial", "concurrency", "retrain_seeds"):
+        for name in (
+            "trials",
+            "max_epochs",
+            "image_size",
+            "cpus_per_trial",
+            "concurrency",
+            "retrain_seeds",
+            "prescreen",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 flag = "--" + name.replace("_", "-")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.fs
 
 from datasets import UsageError
+from search.budget import BUDGET_FILE
 from search.options import ResolvedOptions
 from search.tuner import SearchFiles
 
@@ -23,6 +24,8 @@ SIGNATURE_FLAGS = {
     "max_epochs": "--max-epochs",
     "seed": "--seed",
     "pretrained": "--pretrained/--weights",
+    "prescreen": "--prescreen",
+    "time_budget_s": "--time-budget",
     "space": "the search space of this version of search",
 }
 
@@ -84,5 +87,14 @@ def discard_search(out: Path, files: SearchFiles) -> None:
     else:
         shutil.rmtree(files.experiment, ignore_errors=True)
     shutil.rmtree(out / "model", ignore_errors=True)
-    for name in (files.study, files.rungs, SEARCH_FILE, "trials.parquet", "epochs.parquet", "best.json", "best.md"):
+    for name in (
+        files.study,
+        files.rungs,
+        SEARCH_FILE,
+        BUDGET_FILE,
+        "trials.parquet",
+        "epochs.parquet",
+        "best.json",
+        "best.md",
+    ):
         (out / name).unlink(missing_ok=True)

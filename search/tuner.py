@@ -107,10 +107,11 @@ def run_trials(
     resources: Resources,
     files: SearchFiles,
     resume: bool,
-    points: list[dict],
+    points: list[tuple[str, dict]],
     max_failures: int = 2,
     trainable: Callable[[dict, TrialSetup], None] = train_trial,
     verbose: bool = False,
+    stopper: tune.Stopper | None = None,
 ) -> Outcome:
     """Run (or, with ``resume``, continue) the search; the caller has checked that ``files`` fit the request."""
     wrapped = tune.with_resources(
@@ -127,7 +128,7 @@ def run_trials(
             tune_config=tune.TuneConfig(
                 metric=METRIC,  # the scheduler's and the progress table's; the searcher gets it at creation
                 mode=MODE,
-                search_alg=make_searcher(backbones, setup.seed, trials, storage=storage, points=points),
+                search_alg=make_searcher(backbones, setup.seed, trials, setup.max_epochs, storage, points),
                 scheduler=make_scheduler(setup.max_epochs, files.rungs),
                 num_samples=trials,
                 max_concurrent_trials=resources.concurrency,
@@ -140,6 +141,7 @@ def run_trials(
             run_config=tune.RunConfig(
                 name=name,
                 storage_path="/".join(storage_path),
+                stop=stopper,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 callbacks=[Progress(name, trials, setup.max_epochs)],

@@ -2,15 +2,20 @@
 
 from trainables.augment import augment
 from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
-from trainables.loop import Images, evaluate, lr_at, macro_f1
+from trainables.logme import logme
+from trainables.loop import Images, Schedule, evaluate, lr_at, macro_f1, train_epoch
 from trainables.model import build_model, freeze, preprocessing, stage_names, train_mode
 from trainables.preprocess import Preprocess
-from trainables.trial import TrialSetup, fit, retrain, train_trial
+from trainables.screen import screen_backbone
+from trainables.setup import TrialSetup
+from trainables.training import fit
+from trainables.trial import retrain, train_trial
 
 __all__ = [
     "MAX_FREEZE_DEPTH",
     "Images",
     "Preprocess",
+    "Schedule",
     "TrialConfig",
     "TrialSetup",
     "augment",
@@ -18,11 +23,14 @@ __all__ = [
     "evaluate",
     "fit",
     "freeze",
+    "logme",
     "lr_at",
     "macro_f1",
     "preprocessing",
     "retrain",
+    "screen_backbone",
     "stage_names",
+    "train_epoch",
     "train_mode",
     "train_trial",
 ]

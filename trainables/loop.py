@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -76,72 +77,73 @@ def macro_f1(confusion: np.ndarray) -> float:
     return float(f1[present].mean()) if present.any() else 0.0
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """What fixes every epoch's batches and learning rates: the batch order is a function of (seed, epoch), the
+    learning rate of the step, so an epoch rerun after a restore is the same epoch."""
+
+    batch_size: int
+    base_lr: float
+    steps_per_epoch: int
+    epochs: int
+    seed: int = 0
+    label_smoothing: float = 0.0
+
+    @classmethod
+    def of(cls, n: int, batch_size: int, base_lr: float, epochs: int, seed: int, label_smoothing: float) -> Schedule:
+        return cls(batch_size, base_lr, steps_per_epoch(n, batch_size), epochs, seed, label_smoothing)
+
+    def order(self, n: int, epoch: int) -> Iterator[np.ndarray]:
+        return batches(n, self.batch_size, np.random.default_rng([self.seed, epoch]))
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: Images,
-    *,
-    batch_size: int,
-    aug_strength: float,
-    label_smoothing: float,
-    prep: Preprocess,
-    seed: int,
     epoch: int,
-    step: int,
-    total_steps: int,
-    base_lr: float,
-    device: torch.device,
-    accel: Accel | None = None,
+    schedule: Schedule,
+    *,
+    aug_strength: float,
+    prep: Preprocess,
+    accel: Accel,
 ) -> tuple[float, int, float]:
-    """One pass over ``data``; returns (mean loss, images seen, seconds). The order and augmentation depend only
-    on (seed, epoch), so an epoch rerun after a restore sees the same batches. Augmentation runs on the device,
-    on whole batches, in float32; the forward pass in ``accel``'s precision."""
+    """One pass over ``data``; returns (mean loss, images seen, seconds). Augmentation runs on the device, on whole
+    batches, in float32, drawn from (seed, epoch); the forward pass in ``accel``'s precision."""
     train_mode(model)
-    accel = accel or Accel(device)
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    gen = torch.Generator().manual_seed(schedule.seed * 100_003 + epoch)
 
     def loss_of(idx: np.ndarray) -> torch.Tensor:
         x, y = data.batch(idx)
-        x, y = accel.batch(x), y.to(device, non_blocking=True)
+        x, y = accel.batch(x), y.to(accel.device, non_blocking=True)
         x = prep.normalize(augment(prep.view(x), aug_strength, gen))
         with accel.autocast():
-            return F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            return F.cross_entropy(model(x), y, label_smoothing=schedule.label_smoothing)
 
-    order = batches(len(data), batch_size, np.random.default_rng([seed, epoch]))
-    return optimise(
-        optimizer,
-        order,
-        loss_of,
-        epoch=epoch,
-        step=step,
-        total_steps=total_steps,
-        base_lr=base_lr,
-        backward_step=accel.backward_step,
-    )
+    return optimise(optimizer, schedule.order(len(data), epoch), loss_of, epoch, schedule, accel.backward_step)
 
 
 def optimise(
     optimizer: torch.optim.Optimizer,
     order: Iterator[np.ndarray],
     loss_of: Callable[[np.ndarray], torch.Tensor],
-    *,
     epoch: int,
-    step: int,
-    total_steps: int,
-    base_lr: float,
+    schedule: Schedule,
     backward_step: Callable[[torch.Tensor, torch.optim.Optimizer], None] | None = None,
 ) -> tuple[float, int, float]:
     """The optimiser steps of one epoch over index batches: schedule, a finite-loss guard, the mean loss.
     ``backward_step`` replaces the plain backward pass and step (a mixed-precision scaler does)."""
+    total_steps = schedule.steps_per_epoch * schedule.epochs
     warmup = max(1, total_steps // 20)
+    step = epoch * schedule.steps_per_epoch
     total, seen, start = 0.0, 0, time.perf_counter()
     for idx in order:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total_steps, base_lr, warmup)
+            group["lr"] = lr_at(step, total_steps, schedule.base_lr, warmup)
         loss = loss_of(idx)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={base_lr:g})"
+                f"loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={schedule.base_lr:g})"
             )
         optimizer.zero_grad(set_to_none=True)
         if backward_step is None:

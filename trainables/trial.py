@@ -1,7 +1,5 @@
-"""What runs inside a trial: build, train epoch by epoch, report to Ray Tune, checkpoint.
-
-``fit`` is the one training loop; ``train_trial`` wraps it for Ray Tune and ``retrain`` for the final model.
-"""
+"""What runs inside a trial: ``train_trial`` wraps ``fit`` for Ray Tune (report, checkpoint, resume, retry at half
+the batch), and ``retrain`` trains the final model on train+val and tests it once."""
 
 from __future__ import annotations
 
@@ -12,130 +10,20 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import ray
 import torch
 from ray import tune
 from torch import nn
 
-from datasets import DataCache, local_copy
 from trainables.accel import Accel
-from trainables.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
-from trainables.loop import Images, evaluate, steps_per_epoch, train_epoch
-from trainables.model import build_model, freeze, preprocessing, trainable_parameters
-from trainables.probe import evaluate_features, probe_epoch, split_features, weights_key
-
-
-@dataclass(frozen=True)
-class TrialSetup:
-    """What every trial of one search shares; it travels once through the object store."""
-
-    data: DataCache
-    max_epochs: int
-    seed: int = 0
-    cpus: int = 1
-    weights: dict[str, Any] = field(default_factory=dict)  # backbone -> ObjectRef of its pretrained state dict
-    feature_cache: bool = True  # linear probes without augmentation train on cached features
-    compile: bool = False  # torch.compile the model: slower first epoch, faster later ones on a GPU
-    data_node: str = ""  # the Ray node whose disk holds ``data``: the driver's
-    data_copy: list | None = None  # [ObjectRef of cache_files(data)] for the other nodes, when on a cluster
-
-    def local_data(self) -> DataCache:
-        """The decoded images on this node's disk: the driver's cache on its node, elsewhere a copy made once by
-        the first trial on that node, from the object store."""
-        if self.data_copy is None:
-            return self.data
-        if ray.get_runtime_context().get_node_id() == self.data_node and (self.data.path / "meta.json").is_file():
-            return self.data
-        return local_copy(self.data, lambda: ray.get(self.data_copy[0]))
-
-
-def _pretrained(setup: TrialSetup, backbone: str) -> dict[str, torch.Tensor] | None:
-    ref = setup.weights.get(backbone)
-    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
-
-
-def _device() -> torch.device:
-    """The GPU Ray gave this worker, if any (Ray hides the others through CUDA_VISIBLE_DEVICES)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def fit(
-    config: TrialConfig,
-    setup: TrialSetup,
-    train_splits: tuple[str, ...],
-    val_split: str | None,
-    on_epoch: Callable[[dict, nn.Module, torch.optim.Optimizer], None],
-    resume: dict | None = None,
-) -> nn.Module:
-    """Train ``config`` for ``setup.max_epochs`` epochs, calling ``on_epoch`` with each epoch's metrics."""
-    torch.set_num_threads(max(1, setup.cpus))
-    torch.manual_seed(setup.seed)
-    device = _device()
-    data = setup.local_data()
-    num_classes = len(data.classes)
-    model = build_model(config.backbone, num_classes, _pretrained(setup, config.backbone), config.dropout)
-    freeze(model, config.freeze_depth)
-    accel = Accel.for_device(device)
-    model = accel.model(model)
-    if setup.compile:
-        model.compile()  # in place: the state dict keeps its keys, so checkpoints and the saved model do not change
-    prep = preprocessing(model)
-    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
-    start = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])  # before the optimizer's state, which follows the parameters' device
-        optimizer.load_state_dict(resume["optimizer"])
-        restore_rng(resume)
-        start = int(resume["epoch"])
-    train = Images([data.load(s) for s in train_splits])
-    val = Images([data.load(val_split)]) if val_split else None
-    probe = setup.feature_cache and config.freeze_depth == MAX_FREEZE_DEPTH and config.aug_strength == 0
-    if probe:  # the frozen backbone gives the same features every epoch: compute them once
-        key = weights_key(model, config.backbone)
-        features = {s: split_features(model, data, s, key, prep, device) for s in (*train_splits, val_split) if s}
-        train_features = np.concatenate([features[s] for s in train_splits])
-    per_epoch = steps_per_epoch(len(train), config.batch_size)
-    for epoch in range(start, setup.max_epochs):
-        common = dict(
-            batch_size=config.batch_size,
-            label_smoothing=config.label_smoothing,
-            seed=setup.seed,
-            epoch=epoch,
-            step=epoch * per_epoch,
-            total_steps=per_epoch * setup.max_epochs,
-            base_lr=config.lr,
-            device=device,
-        )
-        if probe:
-            loss, seen, seconds = probe_epoch(
-                model.get_classifier(), optimizer, train_features, train.labels, dropout=config.dropout, **common
-            )
-        else:
-            loss, seen, seconds = train_epoch(
-                model, optimizer, train, aug_strength=config.aug_strength, prep=prep, accel=accel, **common
-            )
-        metrics = {
-            "epoch": epoch + 1,
-            "batch_size": config.batch_size,
-            "train_loss": loss,
-            "img_per_s": seen / max(seconds, 1e-9),
-        }
-        if val is not None:
-            result = (
-                evaluate_features(model.get_classifier(), features[val_split], val.labels, num_classes, device)
-                if probe
-                else evaluate(model, val, num_classes, prep, accel=accel)
-            )
-            metrics.update(val_loss=result["loss"], val_acc=result["acc"], val_macro_f1=result["macro_f1"])
-        on_epoch(metrics, model, optimizer)
-    return model
+from trainables.checkpoint import load_checkpoint, save_checkpoint
+from trainables.config import TrialConfig
+from trainables.loop import Images, evaluate
+from trainables.model import preprocessing
+from trainables.setup import TrialSetup, device
+from trainables.training import fit
 
 
 def out_of_memory(error: BaseException) -> bool:
@@ -237,7 +125,7 @@ def retrain(config: dict, setup: TrialSetup) -> dict:
     )
     prep = preprocessing(model)
     data = setup.local_data()
-    test = evaluate(model, Images([data.load("test")]), len(data.classes), prep, accel=Accel.for_device(_device()))
+    test = evaluate(model, Images([data.load("test")]), len(data.classes), prep, accel=Accel.for_device(device()))
     return {
         "test_acc": test["acc"],
         "test_macro_f1": test["macro_f1"],

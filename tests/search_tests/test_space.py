@@ -1,12 +1,14 @@
+import optuna
+
 from search import make_searcher, search_space
-from search.space import BATCH_SIZES, baseline_points
+from search.space import BATCH_SIZES, baseline_points, trial_sources
 from trainables import TrialConfig
 
 BACKBONES = ["resnet10t", "mobilenetv3_small_050"]
 
 
 def _proposals(seed: int, n: int = 6) -> list[dict]:
-    searcher = make_searcher(BACKBONES, seed=seed, trials=12)
+    searcher = make_searcher(BACKBONES, seed=seed, trials=12, max_epochs=4)
     return [searcher.suggest(f"t{i}") for i in range(n)]
 
 
@@ -30,23 +32,54 @@ def test_same_seed_proposes_the_same_configurations_and_another_seed_different_o
 
 
 def test_proposals_are_valid_trial_configs_within_the_contract_ranges():
-    for config in _proposals(0, n=12):
+    configs = _proposals(0, n=24)
+    for config in configs:
         cfg = TrialConfig.from_dict(config)
         assert cfg.backbone in BACKBONES
         assert 0 <= cfg.freeze_depth <= 5 and 0 <= cfg.aug_strength <= 1
         assert 1e-4 <= cfg.lr <= 1e-2 and 0 <= cfg.label_smoothing <= 0.2
         assert cfg.batch_size in BATCH_SIZES
+    probes = [c for c in configs if c["freeze_depth"] == 5]
+    assert probes and all(c["aug_strength"] == 0.0 for c in probes)  # augmentation never reaches cached features
+    assert any(c["aug_strength"] > 0 for c in configs if c["freeze_depth"] < 5)
 
 
-def test_baseline_recipes_are_evaluated_first_and_take_at_most_half():
+def test_recipes_run_first_probes_before_fine_tuning_and_take_at_most_half(tmp_path):
     points = baseline_points(BACKBONES, trials=12)
     assert [(p["backbone"], p["freeze_depth"]) for p in points] == [
-        ("resnet10t", 0),
-        ("mobilenetv3_small_050", 0),
         ("resnet10t", 5),
         ("mobilenetv3_small_050", 5),
+        ("resnet10t", 0),
+        ("mobilenetv3_small_050", 0),
     ]
     assert len(baseline_points(BACKBONES, trials=3)) == 1
-    searcher = make_searcher(BACKBONES, seed=0, trials=12, points=points)
-    assert [searcher.suggest(f"t{i}") for i in range(4)] == points
-    assert searcher.suggest("t4") not in points
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = make_searcher(
+        BACKBONES,
+        seed=0,
+        trials=12,
+        max_epochs=4,
+        storage=optuna.storages.RDBStorage(storage),
+        points=[("recipe", p) for p in points],
+    )
+    proposed = [searcher.suggest(f"t{i}") for i in range(5)]
+    assert proposed[:4] == [{**p, "aug_strength": p.get("aug_strength", 0.0)} for p in points]
+    assert proposed[4] not in proposed[:4]
+    assert trial_sources(storage) == {"t0": "recipe", "t1": "recipe", "t2": "recipe", "t3": "recipe", "t4": "sampler"}
+
+
+def test_a_trial_stopped_before_its_last_epoch_is_pruned_with_its_epochs_as_intermediate_values(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = make_searcher(BACKBONES, seed=0, trials=4, max_epochs=4, storage=optuna.storages.RDBStorage(storage))
+    for trial_id, accuracies in (("stopped", [0.5]), ("full", [0.4, 0.5, 0.6, 0.7]), ("failed", [0.9])):
+        searcher.suggest(trial_id)
+        for epoch, acc in enumerate(accuracies, start=1):
+            searcher.on_trial_result(trial_id, {"val_acc": acc, "epoch": epoch})
+        last = {"val_acc": accuracies[-1], "epoch": len(accuracies)}
+        searcher.on_trial_complete(trial_id, last, error=trial_id == "failed")
+    trials = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="search", storage=storage).trials}
+    assert trials["stopped"].state == optuna.trial.TrialState.PRUNED
+    assert trials["stopped"].intermediate_values == {1: 0.5}
+    assert trials["full"].state == optuna.trial.TrialState.COMPLETE and trials["full"].value == 0.7
+    assert trials["full"].intermediate_values == {1: 0.4, 2: 0.5, 3: 0.6, 4: 0.7}
+    assert trials["failed"].state == optuna.trial.TrialState.FAIL

@@ -7,7 +7,7 @@ import torch
 from datasets import build_cache, scan_folder
 from trainables import Images, Preprocess, build_model, evaluate
 from trainables.accel import Accel
-from trainables.loop import train_epoch
+from trainables.loop import Schedule, train_epoch
 
 
 def test_a_cpu_trains_in_float32_with_plain_copies():
@@ -36,22 +36,9 @@ def test_the_mixed_precision_channels_last_path_trains_and_evaluates(accel, tiny
     assert next(p for p in model.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loss, seen, _ = train_epoch(
-        model,
-        optimizer,
-        Images([data.load("train")]),
-        batch_size=8,
-        aug_strength=0.5,
-        label_smoothing=0.1,
-        prep=Preprocess(),
-        seed=0,
-        epoch=0,
-        step=0,
-        total_steps=10,
-        base_lr=1e-3,
-        device=accel.device,
-        accel=accel,
-    )
+    train = Images([data.load("train")])
+    schedule = Schedule.of(len(train), 8, 1e-3, epochs=2, seed=0, label_smoothing=0.1)
+    loss, seen, _ = train_epoch(model, optimizer, train, 0, schedule, aug_strength=0.5, prep=Preprocess(), accel=accel)
     assert seen == 48 and 0 < loss < 5
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     result = evaluate(model, Images([data.load("val")]), 2, Preprocess(), accel=accel)

@@ -1,13 +1,19 @@
-"""The training loop outside Ray: resuming from a checkpoint, and the linear probe's feature cache."""
+"""The training loop outside Ray: resuming from a checkpoint, the feature cache, LP-FT's fitted head."""
 
 import dataclasses
+import logging
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from datasets import build_cache, scan_folder
 from trainables import TrialConfig, TrialSetup, fit
 from trainables.checkpoint import load_checkpoint, save_checkpoint
+from trainables.model import preprocessing
+from trainables.probe import evaluate_features, fit_head, split_features
+from trainables.training import start
 
 CONFIG = TrialConfig(
     "resnet10t", freeze_depth=1, aug_strength=0.5, lr=3e-3, weight_decay=1e-4, batch_size=8, label_smoothing=0.1
@@ -62,11 +68,40 @@ def test_linear_probe_on_cached_features_matches_recomputing_the_frozen_backbone
         assert a["val_acc"] == pytest.approx(b["val_acc"]) and a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
 
 
-def test_augmented_or_partly_frozen_trials_never_use_the_feature_cache(tiny_eggs, tmp_path):
+def test_a_probe_trains_on_the_cached_features_whatever_its_augmentation(tiny_eggs, tmp_path):
     setup = _setup(tiny_eggs, tmp_path, epochs=1)
-    for config in (
-        dataclasses.replace(CONFIG, freeze_depth=5, aug_strength=0.3),
-        dataclasses.replace(CONFIG, freeze_depth=4, aug_strength=0.0),
-    ):
-        fit(config, setup, ("train",), "val", lambda *_: None)
-    assert not (setup.data.path / "features").exists()
+    probe = dataclasses.replace(CONFIG, freeze_depth=5, aug_strength=0.0)
+    clean, augmented = [], []
+    fit(probe, setup, ("train",), "val", lambda m, *_: clean.append(m))
+    fit(dataclasses.replace(probe, aug_strength=0.7), setup, ("train",), "val", lambda m, *_: augmented.append(m))
+    assert clean[0]["train_loss"] == augmented[0]["train_loss"] and clean[0]["val_acc"] == augmented[0]["val_acc"]
+    assert not clean[0]["warm_head"]
+
+
+def test_a_fine_tuning_run_starts_from_the_probe_head_fitted_once_per_backbone(tiny_eggs, tmp_path, caplog):
+    setup = _setup(tiny_eggs, tmp_path, epochs=1)
+    caplog.set_level(logging.INFO, logger="trainables.probe")
+    first = start(CONFIG, setup, ("train",), "val")
+    second = start(dataclasses.replace(CONFIG, freeze_depth=3, lr=1e-4), setup, ("train",), "val")
+    [head_file] = (setup.data.path / "features").glob("*/head-train.safetensors")
+    head = load_file(head_file)
+    for run in (first, second):
+        assert run.warm_head
+        assert torch.equal(run.model.get_classifier().weight.detach(), head["weight"])
+        assert torch.equal(run.model.get_classifier().bias.detach(), head["bias"])
+    assert sum("fitted the probe head" in r.message for r in caplog.records) == 1
+    # before any fine-tuning step the model is the fitted probe: its epoch 1 starts where a probe's ends
+    key, device = head_file.parent.name, first.accel.device
+    val_features = split_features(first.model, setup.data, "val", key, preprocessing(first.model), device)
+    probe = evaluate_features(first.model.get_classifier(), val_features, setup.data.load("val")[1], 2, device)
+    assert first.evaluate()["acc"] == pytest.approx(probe["acc"])
+    assert head["weight"].abs().sum() > 0  # fitted, not the zero head a cold start has
+
+
+def test_the_fitted_probe_head_separates_classes_the_features_separate():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    features = (rng.normal(size=(120, 16)) + np.eye(3, 16)[labels] * 4 + 10).astype(np.float32)  # offset: raw
+    head = fit_head(features, labels, 3)
+    logits = torch.from_numpy(features) @ head["weight"].T + head["bias"]
+    assert (logits.argmax(1).numpy() == labels).mean() > 0.95

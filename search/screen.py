@@ -1,0 +1,35 @@
+"""Ranking the backbones before any trial: each one's frozen features (cached for the trials), its LogME score and
+its fitted probe's validation accuracy, as Ray tasks where trials would run."""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+
+from search.cluster import Resources
+from trainables import TrialSetup, screen_backbone
+
+log = logging.getLogger(__name__)
+
+
+def screen_backbones(setup: TrialSetup, backbones: list[str], resources: Resources) -> dict[str, dict]:
+    """backbone -> ``{"logme", "probe_val_acc", "feature_dim", "screen_s"}``, best LogME first."""
+    remote = ray.remote(num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial)(screen_backbone)
+    results = ray.get([remote.remote(b, setup) for b in backbones])
+    ranked = sorted(results, key=lambda r: -r["logme"])
+    for r in ranked:
+        log.info(
+            "%s: LogME %.3f, fitted probe val_acc %.3f (%.0f s)",
+            r["backbone"],
+            r["logme"],
+            r["probe_val_acc"],
+            r["screen_s"],
+        )
+    return {r["backbone"]: r for r in ranked}
+
+
+def kept_backbones(scores: dict[str, dict], prescreen: int | None) -> list[str]:
+    """The backbones to search, best LogME first: all of them, or the ``prescreen`` best."""
+    ranked = sorted(scores, key=lambda b: -scores[b]["logme"])
+    return ranked[:prescreen] if prescreen else ranked

@@ -1,0 +1,189 @@
+"""How a run trains, chosen once: the head alone on the frozen backbone's cached features (a linear probe), or the
+whole model, its new head first fitted on those features (LP-FT: Kumar et al., ICLR 2022). ``fit`` then runs one
+loop over epochs: train, evaluate, report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from datasets import DataCache
+from trainables.accel import Accel
+from trainables.checkpoint import restore_rng
+from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
+from trainables.loop import Images, Schedule, evaluate, train_epoch
+from trainables.model import build_model, freeze, preprocessing, trainable_parameters
+from trainables.preprocess import Preprocess
+from trainables.probe import evaluate_features, load_head, probe_epoch, probe_head, split_features, weights_key
+from trainables.setup import TrialSetup, device
+
+
+def fit(
+    config: TrialConfig,
+    setup: TrialSetup,
+    train_splits: tuple[str, ...],
+    val_split: str | None,
+    on_epoch: Callable[[dict, nn.Module, torch.optim.Optimizer], None],
+    resume: dict | None = None,
+) -> nn.Module:
+    """Train ``config`` for ``setup.max_epochs`` epochs, continuing after ``resume`` (a loaded checkpoint).
+
+    After each epoch ``on_epoch(metrics, model, optimizer)`` is called with ``metrics``: ``epoch`` (from 1),
+    ``batch_size``, ``train_loss``, ``img_per_s``, ``warm_head`` (the head started from the fitted probe) and, when
+    ``val_split`` is given, ``val_loss``, ``val_acc`` and ``val_macro_f1``; it may checkpoint the model and optimizer.
+    """
+    torch.set_num_threads(max(1, setup.cpus))
+    run = start(config, setup, train_splits, val_split, resume)
+    for epoch in range(run.first_epoch, setup.max_epochs):
+        loss, seen, seconds = run.train(epoch)
+        metrics = {
+            "epoch": epoch + 1,
+            "batch_size": config.batch_size,
+            "train_loss": loss,
+            "img_per_s": seen / max(seconds, 1e-9),
+            "warm_head": run.warm_head,
+        }
+        if val_split:
+            result = run.evaluate()
+            metrics.update(val_loss=result["loss"], val_acc=result["acc"], val_macro_f1=result["macro_f1"])
+        on_epoch(metrics, run.model, run.optimizer)
+    return run.model
+
+
+@dataclass
+class Run:
+    """A model being trained, its optimizer and schedule, and the data it trains and is evaluated on."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    num_classes: int
+    first_epoch: int
+    warm_head: bool
+
+    def train(self, epoch: int) -> tuple[float, int, float]:
+        """One epoch: (mean loss, images seen, seconds)."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict:
+        """Loss, accuracy, macro-F1 and the confusion matrix on the validation split."""
+        raise NotImplementedError
+
+
+@dataclass
+class HeadOnFeatures(Run):
+    """A linear probe: the frozen backbone's output never changes, so its epochs train the head on cached
+    features; augmentation does not apply (README: why)."""
+
+    features: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    val_features: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
+    dropout: float = 0.0
+
+    def train(self, epoch: int) -> tuple[float, int, float]:
+        head = self.model.get_classifier()
+        return probe_epoch(head, self.optimizer, self.features, self.labels, epoch, self.schedule, dropout=self.dropout)
+
+    def evaluate(self) -> dict:
+        device = self.features.device
+        return evaluate_features(
+            self.model.get_classifier(), self.val_features, self.val_labels, self.num_classes, device
+        )
+
+
+@dataclass
+class WholeModel(Run):
+    """Images through the whole model, augmented, with the stages below ``freeze_depth`` frozen."""
+
+    train_images: Images | None = None
+    val_images: Images | None = None
+    prep: Preprocess | None = None
+    accel: Accel | None = None
+    aug_strength: float = 0.0
+
+    def train(self, epoch: int) -> tuple[float, int, float]:
+        return train_epoch(
+            self.model,
+            self.optimizer,
+            self.train_images,
+            epoch,
+            self.schedule,
+            aug_strength=self.aug_strength,
+            prep=self.prep,
+            accel=self.accel,
+        )
+
+    def evaluate(self) -> dict:
+        return evaluate(self.model, self.val_images, self.num_classes, self.prep, accel=self.accel)
+
+
+def head_path(data: DataCache, key: str, splits: tuple[str, ...]) -> Path:
+    return data.path / "features" / key / f"head-{'+'.join(splits)}.safetensors"
+
+
+def start(
+    config: TrialConfig,
+    setup: TrialSetup,
+    train_splits: tuple[str, ...],
+    val_split: str | None,
+    resume: dict | None = None,
+) -> Run:
+    """Build the model and choose how it trains: on cached features at the last freeze depth, else the whole model,
+    its head fitted on the cached features first when the backbone is pretrained (unless ``resume`` brings one)."""
+    torch.manual_seed(setup.seed)  # a model without pretrained weights starts the same in every run of the seed
+    dev = device()
+    data = setup.local_data()
+    num_classes = len(data.classes)
+    pretrained = setup.pretrained(config.backbone)
+    model = build_model(config.backbone, num_classes, pretrained, config.dropout)
+    freeze(model, config.freeze_depth)
+    accel = Accel.for_device(dev)
+    model = accel.model(model)
+    prep = preprocessing(model)
+    train = Images([data.load(s) for s in train_splits])
+    on_features = setup.feature_cache and config.freeze_depth == MAX_FREEZE_DEPTH
+    # LP-FT needs features worth probing: a randomly initialised backbone's are not, and its fitted head would
+    # start fine-tuning with huge, meaningless logits
+    warm_head = setup.feature_cache and config.freeze_depth < MAX_FREEZE_DEPTH and pretrained is not None
+    features: dict[str, np.ndarray] = {}
+    if on_features or (warm_head and resume is None):
+        key = weights_key(model, config.backbone)
+        splits = (*train_splits, val_split) if on_features and val_split else train_splits
+        features = {s: split_features(model, data, s, key, prep, dev) for s in splits}
+        train_features = np.concatenate([features[s] for s in train_splits])
+        if warm_head:
+            head = probe_head(train_features, train.labels, num_classes, head_path(data, key, train_splits))
+            load_head(model.get_classifier(), head)
+    if setup.compile:
+        model.compile()  # in place: the state dict keeps its keys, so checkpoints and the saved model do not change
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
+    first_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])  # before the optimizer's state, which follows the parameters' device
+        optimizer.load_state_dict(resume["optimizer"])
+        restore_rng(resume)
+        first_epoch = int(resume["epoch"])
+    schedule = Schedule.of(
+        len(train), config.batch_size, config.lr, setup.max_epochs, setup.seed, config.label_smoothing
+    )
+    common = (model, optimizer, schedule, num_classes, first_epoch, warm_head)
+    if on_features:
+        val = data.load(val_split) if val_split else (None, None)
+        return HeadOnFeatures(
+            *common,
+            features=torch.from_numpy(train_features).to(dev),
+            labels=torch.from_numpy(train.labels).to(dev),
+            val_features=features.get(val_split),
+            val_labels=val[1],
+            dropout=config.dropout,
+        )
+    val_images = Images([data.load(val_split)]) if val_split else None
+    return WholeModel(
+        *common, train_images=train, val_images=val_images, prep=prep, accel=accel, aug_strength=config.aug_strength
+    )
