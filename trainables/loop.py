@@ -107,10 +107,12 @@ def train_epoch(
     aug_strength: float,
     prep: Preprocess,
     accel: Accel,
+    keep_statistics: bool = False,
 ) -> tuple[float, int, float]:
     """One pass over ``data``; returns (mean loss, images seen, seconds). Augmentation runs on the device, on whole
-    batches, in float32, drawn from (seed, epoch); the forward pass in ``accel``'s precision."""
-    train_mode(model)
+    batches, in float32, drawn from (seed, epoch); the forward pass in ``accel``'s precision. ``keep_statistics``
+    keeps every BatchNorm layer's running statistics (``train_mode``)."""
+    train_mode(model, keep_statistics)
     gen = torch.Generator().manual_seed(schedule.seed * 100_003 + epoch)
 
     def loss_of(idx: np.ndarray) -> torch.Tensor:

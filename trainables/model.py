@@ -72,13 +72,14 @@ def freeze(model: nn.Module, depth: int) -> None:
             p.requires_grad_(False)
 
 
-def train_mode(model: nn.Module) -> None:
-    """``model.train()``, except that fully frozen BatchNorm layers keep their running statistics."""
+def train_mode(model: nn.Module, keep_statistics: bool = False) -> None:
+    """``model.train()``, except that fully frozen BatchNorm layers keep their running statistics, and with
+    ``keep_statistics`` every BatchNorm layer does (its scale and shift still train)."""
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             own = list(module.parameters(recurse=False))
-            if own and not any(p.requires_grad for p in own):
+            if keep_statistics or (own and not any(p.requires_grad for p in own)):
                 module.eval()
 
 

@@ -99,7 +99,10 @@ class HeadOnFeatures(Run):
 
 @dataclass
 class WholeModel(Run):
-    """Images through the whole model, augmented, with the stages below ``freeze_depth`` frozen."""
+    """Images through the whole model, augmented, with the stages below ``freeze_depth`` frozen. From a fitted
+    probe, every BatchNorm layer keeps its pretrained statistics: the probe was fitted on features normalised by
+    them, and re-estimating them from small augmented batches moved real photos' validation accuracy from the
+    probe's 0.93 to 0.78-0.84 after one epoch, whatever the learning rate (README)."""
 
     train_images: Images | None = None
     val_images: Images | None = None
@@ -117,6 +120,7 @@ class WholeModel(Run):
             aug_strength=self.aug_strength,
             prep=self.prep,
             accel=self.accel,
+            keep_statistics=self.warm_head,
         )
 
     def evaluate(self) -> dict:

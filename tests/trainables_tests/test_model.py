@@ -59,6 +59,22 @@ def test_frozen_batchnorm_keeps_its_statistics_while_the_rest_trains(depth):
         assert torch.equal(m.running_mean, old) == (m in frozen)
 
 
+def test_kept_statistics_stay_put_while_every_batchnorm_scale_and_shift_trains():
+    torch.manual_seed(0)
+    model = build_model("resnet10t", num_classes=2)
+    nn.init.normal_(model.fc.weight)  # a fitted head, as LP-FT has: the zero head passes no gradient back
+    freeze(model, 0)
+    train_mode(model, keep_statistics=True)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = [(m.running_mean.clone(), m.weight.detach().clone()) for m in bns]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean().backward()
+    optimizer.step()
+    assert all(torch.equal(m.running_mean, mean) for m, (mean, _) in zip(bns, before, strict=True))
+    moved = [not torch.equal(m.weight, weight) for m, (_, weight) in zip(bns, before, strict=True)]
+    assert sum(moved) > len(bns) / 2  # a block's last BatchNorm starts at zero: the branch before it waits a step
+
+
 def test_pretrained_state_dict_is_loaded_except_the_head():
     source = build_model("resnet10t", num_classes=1000)
     model = build_model("resnet10t", num_classes=2, state_dict=source.state_dict())

@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file
 
@@ -21,7 +22,11 @@ CONFIG = TrialConfig(
 
 
 def _setup(tiny_eggs, tmp_path, epochs) -> TrialSetup:
-    return TrialSetup(build_cache(scan_folder(tiny_eggs), 24, tmp_path / "cache"), max_epochs=epochs, seed=5)
+    """Trials of resnet10t with "pretrained" weights, as a --weights file would give them."""
+    torch.manual_seed(0)
+    weights = {"resnet10t": timm.create_model("resnet10t").state_dict()}
+    cache = build_cache(scan_folder(tiny_eggs), 24, tmp_path / "cache")
+    return TrialSetup(cache, max_epochs=epochs, seed=5, weights=weights)
 
 
 def test_a_run_resumed_from_its_checkpoint_ends_with_the_same_weights(tiny_eggs, tmp_path):
@@ -96,6 +101,8 @@ def test_a_fine_tuning_run_starts_from_the_probe_head_fitted_once_per_backbone(t
     probe = evaluate_features(first.model.get_classifier(), val_features, setup.data.load("val")[1], 2, device)
     assert first.evaluate()["acc"] == pytest.approx(probe["acc"])
     assert head["weight"].abs().sum() > 0  # fitted, not the zero head a cold start has
+    scratch = start(CONFIG, dataclasses.replace(setup, weights={}), ("train",), "val")
+    assert not scratch.warm_head and scratch.model.get_classifier().weight.abs().sum() == 0  # random features
 
 
 def test_the_fitted_probe_head_separates_classes_the_features_separate():
