@@ -69,7 +69,7 @@ def run(method: str, setup: TrialSetup, backbones: list[str], trials: int, work:
     scheduler = make_scheduler(setup.max_epochs, os.path.join(work, f"{method}-rungs.json"))
     space: dict = {}
     if method == "tpe+asha":
-        points = [("recipe", p) for p in baseline_points(backbones, trials)]
+        points = [("recipe", p) for p in baseline_points(backbones, trials, pretrained=())]
         searcher = make_searcher(backbones, setup.seed, trials, setup.max_epochs, points=points)
     elif method == "grid":
         points = grid_points(backbones, setup.seed)

@@ -154,7 +154,9 @@ def run_task(prepared: Prepared) -> dict:
     scores = screen_backbones(setup, list(opts.backbones), resources)
     backbones = kept_backbones(scores, opts.prescreen)
     warm = [("warm-start", p) for p in prepared.warm_points if p["backbone"] in backbones]
-    points = [*warm, *(("recipe", p) for p in baseline_points(backbones, opts.trials))][: max(1, opts.trials // 2)]
+    with_weights = {b for b, p in prepared.weights.items() if p.state_dict is not None}
+    recipes = baseline_points(backbones, opts.trials, with_weights)
+    points = [*warm, *(("recipe", p) for p in recipes)][: max(1, opts.trials // 2)]
     write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
     stopper = None
     if opts.time_budget_s:

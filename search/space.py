@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -61,13 +61,14 @@ def in_space(point: dict) -> dict:
     return {k: v for k, v in point.items() if not (k == "aug_strength" and point["freeze_depth"] == MAX_FREEZE_DEPTH)}
 
 
-def baseline_points(backbones: Sequence[str], trials: int) -> list[dict]:
-    """Known-good recipes evaluated first, ``backbones`` in the order given (most promising first): each as a linear
-    probe (seconds on cached features), then each fully fine-tuned from its fitted probe; at most half of the trials,
-    so that TPE keeps the rest."""
+def baseline_points(backbones: Sequence[str], trials: int, pretrained: Collection[str]) -> list[dict]:
+    """One known-good recipe per backbone, evaluated first, in the order given (most promising first): a pretrained
+    backbone's linear probe (seconds on cached features), or, for a randomly initialised one, training it whole
+    (its features are no probe's); at most half of the trials, so that TPE keeps the rest."""
     recipe = {"weight_decay": 1e-4, "batch_size": 32, "label_smoothing": 0.1, "dropout": 0.1}
-    points = [{"backbone": b, "freeze_depth": MAX_FREEZE_DEPTH, "lr": 3e-3, **recipe} for b in backbones]
-    points += [{"backbone": b, "freeze_depth": 0, "aug_strength": 0.3, "lr": 1e-3, **recipe} for b in backbones]
+    probe = {"freeze_depth": MAX_FREEZE_DEPTH, "lr": 3e-3}
+    whole = {"freeze_depth": 0, "aug_strength": 0.3, "lr": 1e-3}
+    points = [{"backbone": b, **(probe if b in pretrained else whole), **recipe} for b in backbones]
     return points[: trials // 2]
 
 
@@ -143,12 +144,13 @@ def make_searcher(
     points: Sequence[tuple[str, dict]] = (),
 ) -> StudySearch:
     """TPE seeded by ``seed``, starting from ``points`` (``(source, configuration)``, run first in order); then a
-    third of the trials (3..10) are random start-up points before TPE models the results."""
+    quarter of the trials (3..10) are random start-up points before TPE models the results: the recipes, one per
+    backbone and often probes alone, say little about the rest of the space."""
     with warnings.catch_warnings():  # ``group`` is marked experimental; it is how TPE models a conditional space
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(
             seed=seed,
-            n_startup_trials=min(10, max(3, trials // 3)),
+            n_startup_trials=len(points) + min(10, max(3, trials // 4)),  # Optuna counts the recipes too
             multivariate=True,
             group=True,  # the space is conditional: a probe has no aug_strength
             constant_liar=True,

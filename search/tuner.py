@@ -24,18 +24,31 @@ from trainables import TrialSetup, train_trial
 FINISHED = (Trial.TERMINATED, Trial.ERROR)
 
 
+CHEAP = 0.1  # a trial whose remaining epochs cost less than this share of an average epoch runs on
+
+
 class ResumableASHA(ASHAScheduler):
     """ASHA whose rungs survive a killed driver. Ray Tune saves the searcher with the experiment but rebuilds the
-    scheduler as it was at the start, so the rungs are mirrored to a JSON file and read back when unpickled."""
+    scheduler as it was at the start, so the rungs are mirrored to a JSON file and read back when unpickled.
+
+    A trial whose remaining epochs cost less than a tenth of the search's average epoch (a linear probe on cached
+    features beside fine-tuning trials) is not stopped: stopping it saves nothing, and TPE learns more from its
+    last epoch than from a pruned first one."""
 
     def __init__(self, state_file: str | Path, **kwargs):
         super().__init__(**kwargs)
         self._state_file = str(state_file)
+        self._epoch_s: dict[str, float] = {}  # trial -> seconds per epoch so far
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
         self._save()
-        return action
+        epochs = max(1, int(result.get("epoch", 1)))
+        epoch_s = self.__dict__.setdefault("_epoch_s", {})  # also in a scheduler unpickled from an older version
+        epoch_s[trial.trial_id] = float(result.get("wall_s", 0.0)) / epochs
+        average = sum(epoch_s.values()) / len(epoch_s)
+        cheap = epoch_s[trial.trial_id] * (self._max_t - epochs) < CHEAP * average
+        return self.CONTINUE if action == self.STOP and cheap else action
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         super().on_trial_complete(tune_controller, trial, result)

@@ -51,16 +51,16 @@ def test_prescreen_keeps_the_best_scored_backbone_and_the_tables_say_why(ray_clu
     best = json.loads((task / "best.json").read_text())
     scores = best["backbone_scores"]
     assert set(scores) == {"resnet10t", "mobilenetv3_small_050"}
-    kept = max(scores, key=lambda b: scores[b]["logme"])
+    kept = max(scores, key=lambda b: (scores[b]["probe_val_acc"], scores[b]["logme"]))
     trials = pd.read_parquet(task / "trials.parquet")
     assert set(trials["backbone"]) == {kept} and len(trials) == 4
     backbones = pd.read_parquet(task / "backbones.parquet").set_index("backbone")
     for name, score in scores.items():
         assert backbones.loc[name, "logme"] == pytest.approx(score["logme"])
         assert 0 <= backbones.loc[name, "probe_val_acc"] <= 1
-    assert backbones.loc[min(scores, key=lambda b: scores[b]["logme"]), "trials"] == 0
-    # the first two trials are the kept backbone's recipes: its probe, then LP-FT from the probe's fitted head
-    assert (trials["source"] == "recipe").sum() == 2 and (trials["source"] == "sampler").sum() == 2
+    assert backbones.loc[next(b for b in scores if b != kept), "trials"] == 0
+    # the kept backbone's recipe (its probe) first, then TPE; its fine-tuning trials start from the fitted probe
+    assert (trials["source"] == "recipe").sum() == 1 and (trials["source"] == "sampler").sum() == 3
     tuned = trials[trials["freeze_depth"] < 5]
     assert len(tuned) and tuned["warm_head"].all() and not trials[trials["freeze_depth"] == 5]["warm_head"].any()
     assert (trials[trials["freeze_depth"] == 5]["aug_strength"] == 0).all()

@@ -1,7 +1,9 @@
 import optuna
+from ray.tune.experiment import Trial
 
 from search import make_searcher, search_space
 from search.space import BATCH_SIZES, baseline_points, trial_sources
+from search.tuner import make_scheduler
 from trainables import TrialConfig
 
 BACKBONES = ["resnet10t", "mobilenetv3_small_050"]
@@ -44,15 +46,10 @@ def test_proposals_are_valid_trial_configs_within_the_contract_ranges():
     assert any(c["aug_strength"] > 0 for c in configs if c["freeze_depth"] < 5)
 
 
-def test_recipes_run_first_probes_before_fine_tuning_and_take_at_most_half(tmp_path):
-    points = baseline_points(BACKBONES, trials=12)
-    assert [(p["backbone"], p["freeze_depth"]) for p in points] == [
-        ("resnet10t", 5),
-        ("mobilenetv3_small_050", 5),
-        ("resnet10t", 0),
-        ("mobilenetv3_small_050", 0),
-    ]
-    assert len(baseline_points(BACKBONES, trials=3)) == 1
+def test_recipes_run_first_one_per_backbone_and_take_at_most_half(tmp_path):
+    points = baseline_points(BACKBONES, trials=12, pretrained=["mobilenetv3_small_050"])
+    assert [(p["backbone"], p["freeze_depth"]) for p in points] == [("resnet10t", 0), ("mobilenetv3_small_050", 5)]
+    assert len(baseline_points(BACKBONES, trials=3, pretrained=BACKBONES)) == 1
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     searcher = make_searcher(
         BACKBONES,
@@ -62,10 +59,10 @@ def test_recipes_run_first_probes_before_fine_tuning_and_take_at_most_half(tmp_p
         storage=optuna.storages.RDBStorage(storage),
         points=[("recipe", p) for p in points],
     )
-    proposed = [searcher.suggest(f"t{i}") for i in range(5)]
-    assert proposed[:4] == [{**p, "aug_strength": p.get("aug_strength", 0.0)} for p in points]
-    assert proposed[4] not in proposed[:4]
-    assert trial_sources(storage) == {"t0": "recipe", "t1": "recipe", "t2": "recipe", "t3": "recipe", "t4": "sampler"}
+    proposed = [searcher.suggest(f"t{i}") for i in range(3)]
+    assert proposed[:2] == [{**p, "aug_strength": p.get("aug_strength", 0.0)} for p in points]
+    assert proposed[2] not in proposed[:2]
+    assert trial_sources(storage) == {"t0": "recipe", "t1": "recipe", "t2": "sampler"}
 
 
 def test_a_trial_stopped_before_its_last_epoch_is_pruned_with_its_epochs_as_intermediate_values(tmp_path):
@@ -83,3 +80,16 @@ def test_a_trial_stopped_before_its_last_epoch_is_pruned_with_its_epochs_as_inte
     assert trials["full"].state == optuna.trial.TrialState.COMPLETE and trials["full"].value == 0.7
     assert trials["full"].intermediate_values == {1: 0.4, 2: 0.5, 3: 0.6, 4: 0.7}
     assert trials["failed"].state == optuna.trial.TrialState.FAIL
+
+
+def test_asha_stops_a_weak_fine_tuning_trial_but_lets_a_cheap_probe_finish(tmp_path):
+    scheduler = make_scheduler(4, tmp_path / "rungs.json")
+    scheduler.set_search_properties("val_acc", "max")
+    trials = {name: Trial("__fake", trial_id=name, stub=True, config={}) for name in ("good", "weak", "probe")}
+    for trial in trials.values():
+        scheduler.on_trial_add(None, trial)
+    decide = scheduler.on_trial_result
+    assert decide(None, trials["good"], {"epoch": 1, "val_acc": 0.9, "wall_s": 100.0}) == scheduler.CONTINUE
+    assert decide(None, trials["weak"], {"epoch": 1, "val_acc": 0.8, "wall_s": 120.0}) == scheduler.STOP
+    # below both at the first rung, but its three remaining epochs take a second: stopping it saves nothing
+    assert decide(None, trials["probe"], {"epoch": 1, "val_acc": 0.5, "wall_s": 0.3}) == scheduler.CONTINUE
