@@ -141,7 +141,7 @@ def optimise(
     total, seen, start = 0.0, 0, time.perf_counter()
     for idx in order:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total_steps, schedule.base_lr, warmup)
+            group["lr"] = lr_at(step, total_steps, schedule.base_lr, warmup) * group.get("lr_scale", 1.0)
         loss = loss_of(idx)
         if not torch.isfinite(loss):
             raise FloatingPointError(

@@ -94,5 +94,13 @@ def preprocessing(model: nn.Module) -> Preprocess:
     )
 
 
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
+def parameter_groups(model: nn.Module, backbone_lr_scale: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups: the trainable backbone parameters at ``backbone_lr_scale`` times the
+    learning rate (``lr_scale``, which the schedule applies), the new head at the learning rate itself."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) not in head], "lr_scale": backbone_lr_scale},
+        {"params": [p for p in trainable if id(p) in head], "lr_scale": 1.0},
+    ]
+    return [g for g in groups if g["params"]]
