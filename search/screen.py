@@ -4,6 +4,7 @@ its fitted probe's validation accuracy, as Ray tasks where trials would run."""
 from __future__ import annotations
 
 import logging
+import math
 
 import ray
 
@@ -14,18 +15,29 @@ log = logging.getLogger(__name__)
 
 
 def screen_backbones(setup: TrialSetup, backbones: list[str], resources: Resources) -> dict[str, dict]:
-    """backbone -> ``{"logme", "probe_val_acc", "feature_dim", "screen_s"}``, most promising first."""
+    """backbone -> ``{"logme", "probe_val_acc", "feature_dim", "screen_s"}``, most promising first. A backbone
+    whose screening failed gets ``{"error": ...}`` instead, is ranked last and still searched: its trials fail or
+    not on their own, and the tables say why."""
     remote = ray.remote(num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial)(screen_backbone)
-    results = ray.get([remote.remote(b, setup) for b in backbones])
+    refs = {b: remote.remote(b, setup) for b in backbones}
+    results = []
+    for backbone, ref in refs.items():
+        try:
+            results.append(ray.get(ref))
+        except ray.exceptions.RayTaskError as e:
+            error = str(e.cause) if e.cause is not None else str(e).splitlines()[-1]
+            log.warning("%s: screening failed (%s); searched without a score", backbone, error)
+            results.append({"backbone": backbone, "error": error})
     ranked = sorted(results, key=_rank)
     for r in ranked:
-        log.info(
-            "%s: LogME %.3f, fitted probe val_acc %.3f (%.0f s)",
-            r["backbone"],
-            r["logme"],
-            r["probe_val_acc"],
-            r["screen_s"],
-        )
+        if "error" not in r:
+            log.info(
+                "%s: LogME %.3f, fitted probe val_acc %.3f (%.0f s)",
+                r["backbone"],
+                r["logme"],
+                r["probe_val_acc"],
+                r["screen_s"],
+            )
     return {r["backbone"]: r for r in ranked}
 
 
@@ -34,7 +46,7 @@ def _rank(score: dict) -> tuple[float, float]:
     of the backbone starts from, measured on the metric the search maximises; LogME needs no validation split but
     only estimates it, and on sports-a50 it ranked the three lite backbones in the reverse order of their probes
     (README)."""
-    return -score["probe_val_acc"], -score["logme"]
+    return -score.get("probe_val_acc", -math.inf), -score.get("logme", -math.inf)
 
 
 def kept_backbones(scores: dict[str, dict], prescreen: int | None) -> list[str]:

@@ -129,7 +129,7 @@ def test_a_trial_that_always_raises_ends_as_error_after_its_retries_and_the_othe
         resources=plan_resources(node_resources(), 1, 0, None),
         files=files,
         resume=False,
-        points=points,
+        points=[("recipe", p) for p in points],
         max_failures=1,
         trainable=always_raises_for_the_first_recipe,
     )
@@ -318,7 +318,7 @@ def test_a_batch_that_does_not_fit_in_memory_is_retried_once_at_half_the_size(ra
         resources=plan_resources(node_resources(), 1, 0, None),
         files=SearchFiles.under(tmp_path, None, "memory"),
         resume=False,
-        points=[point],
+        points=[("recipe", point)],
         max_failures=0,
         trainable=memory_capped_trial,
     )
