@@ -181,7 +181,9 @@ def test_the_report_page_renders_in_a_browser_without_console_errors(finished_se
     headings = [h.text for h in browser.find_elements("tag name", "h2")]
     assert {"Best configuration", "Top configurations", "Test confusion matrix"} <= set(headings)
     images = browser.find_elements("tag name", "img")
-    assert len(images) == 5 and all(browser.execute_script("return arguments[0].naturalWidth", i) > 200 for i in images)
+    plots = list((finished_search / "egg").glob("*.png"))  # importance.png only with three completed trials
+    assert len(images) == len(plots) >= 4
+    assert all(browser.execute_script("return arguments[0].naturalWidth", i) > 200 for i in images)
     assert len(browser.find_elements("tag name", "table")) >= 4
     shot = tmp_path / "report.png"
     assert browser.save_screenshot(str(shot))
