@@ -72,7 +72,7 @@ def search_parser() -> argparse.ArgumentParser:
         "--prescreen",
         type=int,
         metavar="K",
-        help="search only the K backbones whose frozen features score best (LogME) (default: all)",
+        help="search only the K best-ranked backbones (fitted probe's val_acc, then LogME) (default: all)",
     )
     p.add_argument("--storage", help="where Ray Tune keeps experiment state (default OUT/TASK/tune)")
     p.add_argument("--download", action="store_true", help="fetch a missing Kaggle dataset with kagglehub")

@@ -156,8 +156,8 @@ def run_task(prepared: Prepared) -> dict:
     scores = screen_backbones(setup, list(opts.backbones), resources)
     backbones = kept_backbones(scores, opts.prescreen)
     warm = [("warm-start", p) for p in prepared.warm_points if p["backbone"] in backbones]
-    with_weights = {b for b, p in prepared.weights.items() if p.state_dict is not None}
-    recipes = baseline_points(backbones, opts.trials, with_weights)
+    pretrained = {b: p.state_dict is not None for b, p in prepared.weights.items()}
+    recipes = baseline_points(backbones, opts.trials, {b for b, on in pretrained.items() if on})
     points = [*warm, *(("recipe", p) for p in recipes)][: max(1, opts.trials // 2)]
     write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
     stopper = None
@@ -183,7 +183,6 @@ def run_task(prepared: Prepared) -> dict:
     )
     search_wall = elapsed_before + prepared.seconds + time.perf_counter() - begun
     write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": search_wall})
-    pretrained = {b: p.state_dict is not None for b, p in prepared.weights.items()}
     budget_ended = (out / BUDGET_FILE).is_file()
     sources = trial_sources(files.study_url())
     finished = [

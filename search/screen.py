@@ -9,6 +9,7 @@ import math
 import ray
 
 from search.cluster import Resources
+from search.tuner import error_line
 from trainables import TrialSetup, screen_backbone
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def screen_backbones(setup: TrialSetup, backbones: list[str], resources: Resourc
         try:
             results.append(ray.get(ref))
         except ray.exceptions.RayTaskError as e:
-            error = str(e.cause) if e.cause is not None else str(e).splitlines()[-1]
+            error = error_line(e)
             log.warning("%s: screening failed (%s); searched without a score", backbone, error)
             results.append({"backbone": backbone, "error": error})
     ranked = sorted(results, key=_rank)
@@ -50,6 +51,6 @@ def _rank(score: dict) -> tuple[float, float]:
 
 
 def kept_backbones(scores: dict[str, dict], prescreen: int | None) -> list[str]:
-    """The backbones to search, most promising first: all of them, or the ``prescreen`` best."""
-    ranked = sorted(scores, key=lambda b: _rank(scores[b]))
+    """The backbones to search, in ``screen_backbones``' order: all of them, or the ``prescreen`` best."""
+    ranked = list(scores)
     return ranked[:prescreen] if prescreen else ranked

@@ -87,6 +87,7 @@ class StudySearch(OptunaSearch):
     def __init__(self, space: ConditionalSpace, max_epochs: int, points: Sequence[tuple[str, dict]] = (), **kwargs):
         super().__init__(space, **kwargs)
         self._max_epochs = max_epochs
+        self._reported: dict[str, int] = {}  # trial -> last epoch reported; saved and restored with the searcher
         for source, point in points:
             self._ot_study.enqueue_trial(in_space(point), user_attrs={"source": source})
 
@@ -101,12 +102,11 @@ class StudySearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value, epoch = result.get(self.metric), int(result.get("epoch", 0))
-        reported = self.__dict__.setdefault("_reported", {})  # trial -> last epoch reported (also after a restore)
         if trial_id not in self._ot_trials or trial_id in self._completed_trials or not _finite(value):
             return
-        if epoch > reported.get(trial_id, 0):
+        if epoch > self._reported.get(trial_id, 0):
             self._ot_trials[trial_id].report(float(value), epoch)
-            reported[trial_id] = epoch
+            self._reported[trial_id] = epoch
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

@@ -44,10 +44,9 @@ class ResumableASHA(ASHAScheduler):
         action = super().on_trial_result(tune_controller, trial, result)
         self._save()
         epochs = max(1, int(result.get("epoch", 1)))
-        epoch_s = self.__dict__.setdefault("_epoch_s", {})  # also in a scheduler unpickled from an older version
-        epoch_s[trial.trial_id] = float(result.get("wall_s", 0.0)) / epochs
-        average = sum(epoch_s.values()) / len(epoch_s)
-        cheap = epoch_s[trial.trial_id] * (self._max_t - epochs) < CHEAP * average
+        self._epoch_s[trial.trial_id] = float(result.get("wall_s", 0.0)) / epochs
+        average = sum(self._epoch_s.values()) / len(self._epoch_s)
+        cheap = self._epoch_s[trial.trial_id] * (self._max_t - epochs) < CHEAP * average
         return self.CONTINUE if action == self.STOP and cheap else action
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
@@ -180,13 +179,13 @@ def _record(result: tune.Result, trial: Trial) -> dict:
         "config": dict(result.config or {}),
         "history": history,
         "node": last.get("node", ""),
-        "error": None if result.error is None else _error_line(result.error),
+        "error": None if result.error is None else error_line(result.error),
         "finished": trial.status in FINISHED,
         "failures": trial.run_metadata.num_failures,
     }
 
 
-def _error_line(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
     """The original exception's last line (``ValueError: ...``), not Ray's wrapper and traceback."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
