@@ -1,13 +1,15 @@
 """Tasks, image folders, the decode-once cache and the generated stand-in data."""
 
 from datasets.cache import DataCache, build_cache, cache_files, default_cache_root, local_copy, report_line
-from datasets.errors import UsageError
-from datasets.folders import ImageFolder, scan_folder, split_map
+from datasets.errors import DamagedFile, UsageError, reading, short
+from datasets.folders import SPLITS, ImageFolder, scan_folder, split_map
 from datasets.synthetic import make_demo_dataset, render_egg
 from datasets.tasks import DEFAULT_BACKBONES, Task, folder_task, get_task, list_tasks
 
 __all__ = [
+    "SPLITS",
     "DEFAULT_BACKBONES",
+    "DamagedFile",
     "DataCache",
     "ImageFolder",
     "Task",
@@ -20,8 +22,10 @@ __all__ = [
     "list_tasks",
     "local_copy",
     "make_demo_dataset",
+    "reading",
     "render_egg",
     "report_line",
     "scan_folder",
+    "short",
     "split_map",
 ]

@@ -17,8 +17,9 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from datasets.folders import SPLITS, ImageFolder
 CACHE_VERSION = 2
 MAX_UNREADABLE = 0.2  # a larger share of unreadable files means the folder is wrong, not a few files
 IMBALANCE_RATIO = 3.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,15 @@ def build_cache(folder: ImageFolder, image_size: int, root: Path | None = None) 
     """Decode ``folder`` at ``image_size`` once; a second call with unchanged files reuses the arrays."""
     key = fingerprint(folder, image_size)
     target = (root or default_cache_root()) / "decoded" / key
-    if not (target / "meta.json").exists():
-        _write(folder, image_size, key, target)
-    meta = json.loads((target / "meta.json").read_text())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target):  # two searches of one new dataset decode it once
+        if not _usable(target):
+            started = time.perf_counter()
+            _write(folder, image_size, key, target)
+            log.info(
+                "decoded %s at %d px into %s (%.1f s)", folder.root, image_size, target, time.perf_counter() - started
+            )
+        meta = json.loads((target / "meta.json").read_text())
     return DataCache(
         path=target, fingerprint=key, classes=tuple(meta["classes"]), image_size=image_size, sizes=meta["sizes"]
     )
@@ -138,11 +146,10 @@ def local_copy(
     """This machine's copy of ``cache`` under ``root``: found there, or written once from ``fetch()`` while other
     processes of the machine wait for it. Each copy adds a line to ``root/decoded/copies.log``."""
     target = (root or default_cache_root()) / "decoded" / cache.fingerprint
-    if not (target / "meta.json").exists():
+    if _damage(target) is not None:  # missing or damaged
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.parent / f".{cache.fingerprint}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (target / "meta.json").exists():
+        with _locked(target):
+            if not _usable(target):
                 tmp = Path(tempfile.mkdtemp(prefix=f".{cache.fingerprint}-", dir=target.parent))
                 for name, content in fetch().items():
                     if isinstance(content, bytes):
@@ -150,10 +157,53 @@ def local_copy(
                     else:
                         np.save(tmp / name, content)
                 os.replace(tmp, target)
-                with open(target.parent / "copies.log", "a") as log:
-                    log.write(f"{cache.fingerprint} {socket.gethostname()} pid {os.getpid()} at {time.time():.0f}\n")
-                logging.getLogger(__name__).info("copied the decoded images to %s", target)
+                with open(target.parent / "copies.log", "a") as copies:
+                    copies.write(f"{cache.fingerprint} {socket.gethostname()} pid {os.getpid()} at {time.time():.0f}\n")
+                log.info("copied the decoded images to %s", target)
     return dataclasses.replace(cache, path=target)
+
+
+@contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Hold the machine-wide lock on one cache folder (processes of several searches and trials share it)."""
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _usable(target: Path) -> bool:
+    """The cache folder is there and whole; a damaged one is moved aside (and deleted) so that it is rebuilt."""
+    if not target.exists():
+        return False
+    reason = _damage(target)
+    if reason is None:
+        return True
+    log.warning("the decoded images in %s are damaged (%s); decoding them again", target, reason)
+    aside = target.with_name(f".{target.name}-damaged-{os.getpid()}")
+    os.replace(target, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    return False
+
+
+def _damage(target: Path) -> str | None:
+    """Why the cache in ``target`` cannot be trusted (cut short, garbage, a file missing), or None when whole.
+    Pixels overwritten with garbage of the right size cannot be told from pixels; everything else can."""
+    try:
+        meta = json.loads((target / "meta.json").read_text())
+        size, classes = int(meta["image_size"]), list(meta["classes"])
+        json.loads((target / "report.json").read_text())
+        for split in SPLITS:
+            n = int(meta["sizes"][split])
+            x_path, y_path = target / f"{split}_x.npy", target / f"{split}_y.npy"
+            x, y = np.load(x_path, mmap_mode="r"), np.load(y_path, mmap_mode="r")
+            if x.shape != (n, size, size, 3) or x.dtype != np.uint8 or x.offset + x.nbytes != x_path.stat().st_size:
+                return f"{x_path.name} holds {x.shape} {x.dtype} in {x_path.stat().st_size} bytes, not {n} images"
+            labels_ok = n == 0 or 0 <= y.min() <= y.max() < len(classes)
+            if y.shape != (n,) or y.offset + y.nbytes != y_path.stat().st_size or not labels_ok:
+                return f"{y_path.name} does not hold {n} labels of {len(classes)} classes"
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def _check_usable(folder: ImageFolder, counts: dict[str, dict[str, int]], unreadable: list[dict[str, str]]) -> None:
@@ -243,7 +293,4 @@ def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
     (tmp / "meta.json").write_text(
         json.dumps({"classes": list(folder.classes), "sizes": sizes, "fingerprint": key, "image_size": size})
     )
-    try:
-        os.replace(tmp, target)
-    except OSError:  # built by another process meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
+    os.replace(tmp, target)

@@ -11,7 +11,7 @@ from results.analysis import (
     top_confusions,
     top_k_frame,
 )
-from results.io import atomic_write, copy_tree, write_csv, write_json, write_parquet, write_text
+from results.io import atomic_write, copy_tree, read_json, write_csv, write_json, write_parquet, write_text
 from results.plots import accuracy_latency, confusion, importance, learning_curves, search_progress
 from results.report import report_html
 from results.tables import (
@@ -53,6 +53,7 @@ __all__ = [
     "learning_curves",
     "markdown_table",
     "pareto_front",
+    "read_json",
     "progress_frame",
     "report_html",
     "search_progress",

@@ -1,4 +1,5 @@
-"""Writing result files atomically: a temporary file beside the target, then ``os.replace``."""
+"""Writing result files atomically (a temporary file beside the target, then ``os.replace``), and reading them back
+with an error that names a damaged one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+
+from datasets.errors import DamagedFile, short
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -41,6 +44,21 @@ def write_parquet(path: str | Path, frame: pd.DataFrame) -> Path:
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False))
+
+
+def read_json(path: str | Path, fix: str) -> dict:
+    """A JSON object this project wrote: ``{}`` when the file is not there; ``DamagedFile`` (exit 2, naming the file
+    and ``fix``) when it is not whole JSON of an object."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedFile(path, short(e), fix) from None
+    if not isinstance(data, dict):
+        raise DamagedFile(path, f"a JSON {type(data).__name__}, not an object", fix)
+    return data
 
 
 def copy_tree(source: Path, uri: str, skip: tuple[str, ...] = ()) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -13,9 +12,10 @@ from pathlib import Path
 from ray import tune
 
 from datasets import UsageError
-from results import write_json
+from results import read_json, write_json
 
 log = logging.getLogger(__name__)
+SEARCH_FIX = "put back the file the search wrote, or start the search anew with --overwrite"  # search.json damaged
 BUDGET_FILE = "budget.json"  # written when the budget first stops a trial or the search
 UNITS = {"h": 3600, "m": 60, "s": 1}
 MARGIN = 1.25  # the retrain's estimate is a trial's epochs scaled: keep a quarter more for model builds and tables
@@ -88,6 +88,6 @@ class TimeBudget(tune.Stopper):
         if self.pid == os.getpid():  # a copy within this run, not a restore
             return
         self.pid = os.getpid()
-        spent = json.loads(self.state_file.read_text()).get("elapsed_s", 0.0) if self.state_file.is_file() else 0.0
+        spent = read_json(self.state_file, SEARCH_FIX).get("elapsed_s", 0.0)
         self.seconds_left = self.budget_s - spent
         self.started = time.monotonic()

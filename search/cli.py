@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import shlex
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,10 +146,14 @@ def _search_command(argv: Sequence[str]) -> int:
     names = list_tasks() if args.tasks == ["all"] else args.tasks
     options = [_options(name, args) for name in names]
     from search.driver import Prepared
+    from search.lock import unlock_all
 
-    prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
-    with _log_to(Path(args.out) / "search.log"):
-        return _run_searches(parser, args, prepared)
+    try:
+        prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
+        with _log_to(Path(args.out) / "search.log"):
+            return _run_searches(parser, args, prepared)
+    finally:
+        unlock_all()
 
 
 def _run_searches(parser: argparse.ArgumentParser, args: argparse.Namespace, prepared: list) -> int:
@@ -215,6 +222,45 @@ def _options(name: str, args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(task=name, **{k: v for k, v in vars(args).items() if k in fields})
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+FULL_TEXTS = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether a write failed for lack of space, anywhere in the chain of exceptions (Ray, SQLite and pyarrow each
+    wrap the operating system's error, some only in their message)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in FULL:
+            return True
+        if any(text in str(error) for text in FULL_TEXTS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def full_disk_line(argv: Sequence[str]) -> str:
+    """Which of the places the search writes to has the least space left, named with the option that moves it."""
+    from datasets import default_cache_root
+
+    known, _ = search_parser().parse_known_args(["TASK", *(a for a in argv if a not in COMMANDS)])
+    places = {"--out": known.out, "the cache (SEARCH_CACHE)": default_cache_root(), "TMPDIR": tempfile.gettempdir()}
+    if known.storage and "://" not in known.storage:
+        places["--storage"] = known.storage
+    free = {}
+    for option, place in places.items():
+        path = Path(place).expanduser().absolute()
+        while not path.exists():
+            path = path.parent
+        free[option] = (shutil.disk_usage(path).free, path)
+    option, (left, path) = min(free.items(), key=lambda item: item[1][0])
+    return (
+        f"the disk is full: {path} ({option}) has {left / 2**20:.1f} MB free; what was written before stays whole. "
+        f"Free space there or move {option} elsewhere, then continue with --resume"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input exits 2 with one line, a failed search exits 1, Ctrl-C exits 130 with the
     command that continues."""
@@ -231,6 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except SearchFailed as e:
-        print(f"error: the search failed: {e}", file=sys.stderr)
+    except Exception as e:
+        if not disk_full(e):
+            if isinstance(e, SearchFailed):
+                print(f"error: the search failed: {e}", file=sys.stderr)
+                return 1
+            raise
+        print(f"error: {full_disk_line(argv)}", file=sys.stderr)
         return 1

@@ -20,6 +20,10 @@ from datasets import UsageError
 
 LOOPBACK = "127.0.0.1"
 DASHBOARD_PORT = 8265  # Ray's default
+# A worker goes to the next trial only if the last trial's thread ends within this many seconds of its stop (Ray's
+# default, 2 s, is shorter than freeing a model takes on a busy machine: after a kill, --resume starts beside the
+# old workers, and a trial was lost with "reuse requires reset_config()")
+WORKER_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "60"}
 
 
 @contextmanager
@@ -36,10 +40,11 @@ def ray_session(address: str | None = None, dashboard_port: int = DASHBOARD_PORT
     if address:
         context = join(address)
     else:
+        os.environ.update(WORKER_ENV)  # the local workers inherit it
         context = ray.init(
             include_dashboard=True,
             dashboard_host=LOOPBACK,
-            dashboard_port=dashboard_port,
+            dashboard_port=free_port(dashboard_port),
             logging_level=logging.WARNING,
         )
     try:
@@ -47,6 +52,22 @@ def ray_session(address: str | None = None, dashboard_port: int = DASHBOARD_PORT
         yield f"http://{url}" if url and not url.startswith("http") else url
     finally:
         ray.shutdown()
+
+
+def free_port(port: int) -> int:
+    """``port`` when nothing listens there on loopback, else a free one: another search on this machine (of another
+    task) already shows its dashboard on the default."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((LOOPBACK, port))
+            return port
+        except OSError:
+            probe.bind((LOOPBACK, 0))
+            chosen = probe.getsockname()[1]
+    logging.getLogger(__name__).warning(
+        "port %d is taken (another search's dashboard?); the dashboard uses %d", port, chosen
+    )
+    return chosen
 
 
 TOKEN_HELP = (
@@ -75,7 +96,7 @@ def join(address: str) -> ray._private.worker.BaseContext:
         Config.initialize("")
     with tempfile.TemporaryFile("w+") as captured, _stderr_to(captured):
         try:
-            return ray.init(address=address, logging_level=logging.WARNING)
+            return ray.init(address=address, logging_level=logging.WARNING, runtime_env={"env_vars": WORKER_ENV})
         except ConnectionError as e:
             reason = str(e.__cause__ or e)
             if "InvalidAuthToken" in reason or "Unauthenticated" in reason:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import (
+    SPLITS,
+    DamagedFile,
     DataCache,
     Task,
     UsageError,
@@ -20,7 +21,7 @@ from datasets import (
     scan_folder,
     split_map,
 )
-from results import write_json
+from results import read_json, write_json
 
 DATA_ENV = "SEARCH_DATA"  # a root holding one folder per task
 SPLIT_SEED = 0  # fixed, so that searches with different --seed compare on the same split
@@ -120,7 +121,7 @@ def prepare(
         root = make_demo_dataset(resolved.name, cache_root / "demo")
     else:
         root = find_data(resolved, data, fetch)
-    keep = json.loads(split_file.read_text()) if split_file is not None and split_file.is_file() else None
+    keep = _kept_split(split_file) if split_file is not None else None
     folder = scan_folder(root, seed=SPLIT_SEED, keep=keep)
     if split_file is not None and folder.made_splits:
         write_json(split_file, split_map(folder))
@@ -132,3 +133,12 @@ def prepare(
         )
     cache = build_cache(folder, image_size or task.image_size, cache_root)
     return TaskData(task=task, cache=cache, synthetic=demo)
+
+
+def _kept_split(path: Path) -> dict[str, str] | None:
+    """The split an earlier run made (relative path -> split), or None for none."""
+    fix = "delete it to split the folder again (seeded: unchanged files fall as before)"
+    keep = read_json(path, fix)
+    if any(not isinstance(v, str) or v not in SPLITS for v in keep.values()):
+        raise DamagedFile(path, f"a split that is not one of {', '.join(SPLITS)}", fix)
+    return keep or None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -16,13 +15,14 @@ import pandas as pd
 import ray
 import torch
 
-from datasets import UsageError, cache_files, report_line
+from datasets import DamagedFile, UsageError, cache_files, reading, report_line
 from results import (
     CONFIG_COLUMNS,
     best_markdown,
     best_trial,
     copy_tree,
     epochs_frame,
+    read_json,
     status_counts,
     summary_frame,
     summary_markdown,
@@ -38,10 +38,11 @@ from search.budget import BUDGET_FILE, TimeBudget
 from search.cluster import Resources, check_shared_storage, node_resources, plan_resources
 from search.costs import backbone_costs
 from search.data import prepare, resolve_task
+from search.lock import lock_task
 from search.options import ResolvedOptions, SearchOptions
 from search.packing import packing_warnings
 from search.report import write_task_report
-from search.resume import SEARCH_FILE, check_existing, discard_search, finished_record, read_json
+from search.resume import SEARCH_FILE, check_existing, discard_search, finished_record, search_record
 from search.retrain import run_retrains, save_model
 from search.screen import kept_backbones, screen_backbones
 from search.space import BATCH_SIZES, baseline_points, search_space, trial_sources
@@ -71,6 +72,7 @@ class Prepared:
     def __init__(self, options: SearchOptions):
         started = time.perf_counter()
         out = Path(options.out).expanduser().resolve() / resolve_task(options.task).name
+        lock_task(out)  # before any check: a running search is named at once, whatever the flags
         self.data = prepare(
             options.task,
             options.data,
@@ -135,7 +137,7 @@ def run_task(prepared: Prepared) -> dict:
         discard_search(out, files)
     report = data.cache.report()
     write_json(out / "data_report.json", report)
-    elapsed_before = read_json(out / SEARCH_FILE).get("elapsed_s", 0.0) if opts.resume else 0.0
+    elapsed_before = search_record(out).get("elapsed_s", 0.0) if opts.resume else 0.0
     nodes = node_resources()
     resources = plan_resources(nodes, opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
     warn_packing(opts, resources)
@@ -300,7 +302,8 @@ def warm_start_points(source: str | None, backbones: tuple[str, ...], trials: in
     path = Path(source).expanduser() / "trials.parquet"
     if not path.is_file():
         raise UsageError(f"--warm-start {source}: no trials.parquet there; give a finished search's OUT/TASK folder")
-    return top_configs(pd.read_parquet(path), k=max(1, trials // 4), backbones=backbones)
+    with reading(path, "point --warm-start at another finished search, or leave it out"):
+        return top_configs(pd.read_parquet(path), k=max(1, trials // 4), backbones=backbones)
 
 
 def _plain(value: object) -> object:
@@ -311,7 +314,14 @@ def _plain(value: object) -> object:
 def write_summary(out: str | Path) -> str:
     """Rewrite OUT/summary.md and summary.csv from every task's best.json; returns the markdown."""
     out = Path(out).expanduser().resolve()
-    bests = [json.loads(p.read_text()) for p in sorted(out.glob("*/best.json"))]
+    bests = []
+    for path in sorted(out.glob("*/best.json")):
+        try:
+            bests.append(
+                read_json(path, f"rewrite it with `python -m search {path.parent.name} --resume --retrain-again`")
+            )
+        except DamagedFile as e:  # the other tasks' rows still count
+            log.error("%s", e)
     summary = summary_frame(bests)
     markdown = summary_markdown(summary)
     write_csv(out / "summary.csv", summary)

@@ -10,7 +10,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from datasets import UsageError
+from datasets import UsageError, reading
 from datasets.cache import decode
 from trainables import Preprocess
 
@@ -28,12 +28,19 @@ class SavedModel:
     def load(cls, directory: Path, command: str) -> SavedModel:
         if not (directory / "weights.safetensors").is_file():
             raise UsageError(f"no retrained model in {directory}; run `{command}` first (without --no-retrain)")
-        config = json.loads((directory / "config.json").read_text())
-        model = timm.create_model(config["backbone"], pretrained=False, num_classes=config["num_classes"])
-        model.load_state_dict(load_file(str(directory / "weights.safetensors")))
-        prep = Preprocess(tuple(config["mean"]), tuple(config["std"]), config["crop_pct"], config["interpolation"])
-        classes = json.loads((directory / "labels.json").read_text())
-        return cls(model.eval(), prep, classes, config["input_size"][-1])
+        fix = f"write the model again with `{command} --resume --retrain-again`"
+        with reading(directory / "config.json", fix):
+            config = json.loads((directory / "config.json").read_text())
+            model = timm.create_model(config["backbone"], pretrained=False, num_classes=config["num_classes"])
+            prep = Preprocess(tuple(config["mean"]), tuple(config["std"]), config["crop_pct"], config["interpolation"])
+            size = int(config["input_size"][-1])
+        with reading(directory / "labels.json", fix):
+            classes = json.loads((directory / "labels.json").read_text())
+            if not isinstance(classes, list) or len(classes) != config["num_classes"]:
+                raise ValueError(f"not a list of the {config['num_classes']} class names config.json has")
+        with reading(directory / "weights.safetensors", fix):
+            model.load_state_dict(load_file(str(directory / "weights.safetensors")))
+        return cls(model.eval(), prep, [str(c) for c in classes], size)
 
     @torch.no_grad()
     def probabilities(self, path: str) -> torch.Tensor:

@@ -3,16 +3,17 @@ finished, and removing it for --overwrite."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pyarrow.fs
 
-from datasets import UsageError
-from search.budget import BUDGET_FILE
+from datasets import UsageError, reading
+from results import read_json
+from search.budget import BUDGET_FILE, SEARCH_FIX
 from search.options import ResolvedOptions
-from search.tuner import SearchFiles
+from search.space import trial_sources
+from search.tuner import RUNGS_FIX, SearchFiles
 
 SEARCH_FILE = "search.json"  # what defines the search, checked by --resume; and the time it has run so far
 SIGNATURE_FLAGS = {
@@ -32,8 +33,10 @@ SIGNATURE_FLAGS = {
 
 def finished_record(opts: ResolvedOptions) -> dict | None:
     """With --resume, best.json of a search that finished and (when asked) retrained: nothing is left to run."""
-    best = read_json(opts.task_dir / "best.json")
-    if not opts.resume or opts.retrain_again or not best:
+    if not opts.resume or opts.retrain_again:
+        return None
+    best = read_json(opts.task_dir / "best.json", "--retrain-again writes it anew from the finished search")
+    if not best:
         return None
     retrained = (
         "test_acc" in best
@@ -58,7 +61,11 @@ def check_existing(opts: ResolvedOptions, files: SearchFiles, signature: dict) -
             f"--resume: no search of {opts.task_name} to continue in {out} (no {files.experiment}); "
             "run the same command without --resume to start one"
         )
-    saved = read_json(out / SEARCH_FILE)
+    saved = search_record(out)
+    read_json(files.rungs, RUNGS_FIX)  # its contents are checked when ASHA is restored
+    if files.study.is_file():
+        with reading(files.study, SEARCH_FIX):
+            trial_sources(files.study_url())
     changed = [k for k in signature if saved.get(k) != signature[k]]
     if changed:
         what = "; ".join(
@@ -70,8 +77,9 @@ def check_existing(opts: ResolvedOptions, files: SearchFiles, signature: dict) -
         )
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+def search_record(out: Path) -> dict:
+    """OUT/TASK/search.json: the search's definition and the time it has run so far."""
+    return read_json(out / SEARCH_FILE, SEARCH_FIX)
 
 
 def _show(value: object) -> str:

@@ -3,7 +3,6 @@ killed at any point continues with ``Tuner.restore``."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -15,7 +14,8 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 
-from results import write_json
+from datasets import DamagedFile, short
+from results import read_json, write_json
 from search.cluster import Resources
 from search.progress import Progress
 from search.space import METRIC, MODE, make_searcher
@@ -24,6 +24,8 @@ from trainables import TrialSetup, train_trial
 FINISHED = (Trial.TERMINATED, Trial.ERROR)
 
 
+# without the file the search goes on, and ASHA compares the trials still to come with each other only
+RUNGS_FIX = "delete it and --resume again, or start the search anew with --overwrite"
 CHEAP = 0.1  # a trial whose remaining epochs cost less than this share of an average epoch runs on
 
 
@@ -63,11 +65,15 @@ class ResumableASHA(ASHAScheduler):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         path = Path(self._state_file)
-        if path.is_file():
-            saved = json.loads(path.read_text())
+        saved = read_json(path, RUNGS_FIX)
+        if not saved:
+            return
+        try:
             for bracket, rungs in zip(self._brackets, saved["rungs"], strict=True):
-                bracket._rungs = [(milestone, dict(recorded)) for milestone, recorded in rungs]
-            self._num_stopped = saved["stopped"]
+                bracket._rungs = [(float(milestone), dict(recorded)) for milestone, recorded in rungs]
+            self._num_stopped = int(saved["stopped"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DamagedFile(path, short(e), RUNGS_FIX) from None
 
 
 def make_scheduler(max_epochs: int, state_file: str | Path) -> ResumableASHA:

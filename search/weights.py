@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import timm
 import torch
 
-from datasets import UsageError
+from datasets import UsageError, reading
 
 log = logging.getLogger(__name__)
 MODES = ("required", "auto", "off")
@@ -84,11 +84,13 @@ def resolve_one(backbone: str, mode: str, weights_dir: Path | None, hub: bool) -
     if weights_dir is not None:
         for path in _candidates(backbone, weights_dir):
             if path.is_file():
-                return Pretrained(backbone, str(path), _load(backbone, path))
+                with reading(path, f"replace it with a whole copy ({fill_command(backbone, str(weights_dir))})"):
+                    return Pretrained(backbone, str(path), _load(backbone, path))
             looked.append(str(path))
     cached = _hf_cached(backbone)
     if cached is not None:
-        return Pretrained(backbone, str(cached), _load(backbone, cached))
+        with reading(cached, "delete it, and timm downloads it again"):
+            return Pretrained(backbone, str(cached), _load(backbone, cached))
     looked.append("the Hugging Face cache")
     if hub:
         try:

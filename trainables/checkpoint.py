@@ -3,6 +3,8 @@ the rest (epoch, batch size, time so far, Python and NumPy RNG) as JSON."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import random
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from torch import nn
 
 MODEL_FILE = "model.safetensors"
@@ -18,10 +20,12 @@ TRAINER_FILE = "trainer.pt"
 STATE_FILE = "state.json"
 
 
-def _atomic(path: Path, write) -> None:
+def _write(path: Path, data: bytes) -> str:
+    """Write ``data`` whole or not at all; returns its SHA-256, which ``load_checkpoint`` checks."""
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
 
 
 def save_checkpoint(
@@ -30,22 +34,32 @@ def save_checkpoint(
     """Everything needed to continue after ``state["epoch"]`` epochs; ``state`` is plain JSON (epoch, step, ...)."""
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic(directory / MODEL_FILE, lambda p: save_file(tensors, str(p)))
     trainer = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
     if torch.cuda.is_available():
         trainer["cuda_rng"] = torch.cuda.get_rng_state_all()
-    _atomic(directory / TRAINER_FILE, lambda p: torch.save(trainer, p))
+    buffer = io.BytesIO()
+    torch.save(trainer, buffer)
+    sha256 = {
+        MODEL_FILE: _write(directory / MODEL_FILE, save(tensors)),
+        TRAINER_FILE: _write(directory / TRAINER_FILE, buffer.getvalue()),
+    }
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     rng = {"python": random.getstate(), "numpy": [name, keys.tolist(), pos, has_gauss, gauss]}
-    _atomic(directory / STATE_FILE, lambda p: p.write_text(json.dumps({**state, "rng": rng})))
+    _write(directory / STATE_FILE, json.dumps({**state, "rng": rng, "sha256": sha256}).encode())
 
 
 def load_checkpoint(directory: str | Path) -> dict:
-    """``{"model": state_dict, "optimizer": ..., "torch_rng": tensor, "epoch": int, ...}``; safe formats only."""
+    """``{"model": state_dict, "optimizer": ..., "torch_rng": tensor, "epoch": int, ...}``; safe formats only. A file
+    cut short or changed since it was written raises ``ValueError`` naming it."""
     directory = Path(directory)
-    trainer = torch.load(directory / TRAINER_FILE, weights_only=True)
     state = json.loads((directory / STATE_FILE).read_text())
-    return {"model": load_file(str(directory / MODEL_FILE)), **trainer, **state}
+    blobs = {name: (directory / name).read_bytes() for name in (MODEL_FILE, TRAINER_FILE)}
+    written = state.get("sha256", {})  # checkpoints of versions before the checksums have none
+    for name, data in blobs.items():
+        if name in written and hashlib.sha256(data).hexdigest() != written[name]:
+            raise ValueError(f"{directory / name} is not the file the checkpoint wrote (its SHA-256 differs)")
+    trainer = torch.load(io.BytesIO(blobs[TRAINER_FILE]), weights_only=True)
+    return {"model": load(blobs[MODEL_FILE]), **trainer, **state}
 
 
 def restore_rng(checkpoint: dict) -> None:

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from trainables.preprocess import Preprocess
 log = logging.getLogger(__name__)
 HEAD_L2 = 1e-3  # on standardised features: within a point of the best of 1e-4..3e-2 on real photos (README)
 HEAD_ITERATIONS = 100
+T = TypeVar("T")
 
 
 def weights_key(model: nn.Module, backbone: str) -> str:
@@ -43,10 +45,36 @@ def weights_key(model: nn.Module, backbone: str) -> str:
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write the file, then its SHA-256 beside it (``NAME.sha256``): a file without a matching one is not trusted."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
     write(tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     os.replace(tmp, path)  # trials racing for the same key write the same numbers
+    tmp.write_text(digest)
+    os.replace(tmp, _digest_file(path))
+
+
+def _digest_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_back(path: Path, load: Callable[[Path], T], whole: Callable[[T], bool]) -> T | None:
+    """What an earlier trial cached at ``path``, or None when it is not there or is damaged (then it is computed
+    again and replaced, with one log line)."""
+    if not path.is_file():
+        return None
+    try:
+        if hashlib.sha256(path.read_bytes()).hexdigest() != _digest_file(path).read_text().strip():
+            raise ValueError("its SHA-256 is not the one written with it")
+        value = load(path)
+        if whole(value):
+            return value
+        reason = "not the shape this data and backbone give"
+    except Exception as e:  # any reader's error (numpy, safetensors, a missing digest) means the same: damaged
+        reason = f"{type(e).__name__}: {e}"
+    log.warning("the cached %s is damaged (%s); computing it again", path, reason)
+    return None
 
 
 @torch.no_grad()
@@ -61,8 +89,8 @@ def split_features(
 ) -> np.ndarray:
     """Pooled pre-logit features ``[N, D]`` of one split, computed on the first call and read back after."""
     path = data.path / "features" / key / f"{split}.npy"
-    if path.is_file():
-        return np.load(path)
+    if (features := _read_back(path, np.load, lambda f: f.ndim == 2 and len(f) == data.sizes[split])) is not None:
+        return features
     model.eval()
     images = Images([data.load(split)])
     parts = []
@@ -100,8 +128,10 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int) -> dict
 
 def probe_head(features: np.ndarray, labels: np.ndarray, num_classes: int, path: Path) -> dict[str, torch.Tensor]:
     """The head fitted on ``features``: read from ``path``, or fitted once and written there."""
-    if path.is_file():
-        return load_file(str(path))
+    shapes = {"weight": (num_classes, features.shape[1]), "bias": (num_classes,)}
+    read = _read_back(path, lambda p: load_file(str(p)), lambda h: {k: tuple(v.shape) for k, v in h.items()} == shapes)
+    if read is not None:
+        return read
     head = fit_head(features, labels, num_classes)
     _atomic(path, lambda p: save_file(head, str(p)))
     log.info("fitted the probe head %s on %d images", path.parent.name, len(labels))

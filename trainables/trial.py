@@ -17,6 +17,7 @@ import torch
 from ray import tune
 from torch import nn
 
+from datasets import short
 from trainables.accel import Accel
 from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
@@ -58,8 +59,8 @@ def _train_trial(config: dict, setup: TrialSetup) -> None:
     node = ray.get_runtime_context().get_node_id()
     resume = None
     if (checkpoint := tune.get_checkpoint()) is not None:
-        with checkpoint.as_directory() as directory:
-            resume = load_checkpoint(directory)
+        resume = _read_checkpoint(checkpoint)
+    if resume is not None:
         cfg = dataclasses.replace(cfg, batch_size=int(resume["batch_size"]))  # a halved batch stays halved
     started = time.perf_counter() - (resume or {}).get("wall_s", 0.0)  # time before a restart counts too
     with _scratch() as scratch:
@@ -91,6 +92,21 @@ def _train_trial(config: dict, setup: TrialSetup) -> None:
             "batch of %d did not fit (%s); retrying with %d", cfg.batch_size, reason, smaller.batch_size
         )
         fit(smaller, setup, ("train",), "val", report, load_checkpoint(latest[0]) if latest else resume)
+
+
+def _read_checkpoint(checkpoint: tune.Checkpoint) -> dict | None:
+    """The checkpoint to continue from; None when it is damaged (a crash or a full disk while Ray Tune copied it):
+    the trial then starts again from its first epoch, which the tables keep once, with one log line."""
+    with checkpoint.as_directory() as directory:
+        try:
+            return load_checkpoint(directory)
+        except Exception as e:  # safetensors, torch and json each raise their own type for a damaged file
+            logging.getLogger(__name__).warning(
+                "the checkpoint in %s is damaged (%s); the trial starts again from its first epoch",
+                checkpoint.path,
+                short(e),
+            )
+            return None
 
 
 def _scratch() -> tempfile.TemporaryDirectory:

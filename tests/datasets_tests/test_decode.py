@@ -1,6 +1,8 @@
 """Every kind of odd file a real image folder holds: decoded right, or skipped with its reason, never a crash."""
 
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -107,3 +109,69 @@ def test_unicode_names_spaces_and_symlinks_are_read(tmp_path):
     assert folder.classes == ("café crème", "日本")
     cache = build_cache(folder, 8, tmp_path / "cache")
     assert sum(cache.sizes.values()) == 9 and not cache.report()["skipped"]
+
+
+def _cut_short(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garble_header(path):
+    data = bytearray(path.read_bytes())
+    data[:16] = b"\x00" * 16
+    path.write_bytes(bytes(data))
+
+
+def _bad_labels(path):
+    np.save(path, np.full(np.load(path).shape, 7, dtype=np.int64))  # class 7 of 2
+
+
+def _drop_sizes(path):
+    import json
+
+    meta = json.loads(path.read_text())
+    del meta["sizes"]
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("train_x.npy", _cut_short),
+        ("val_x.npy", _garble_header),
+        ("train_y.npy", _bad_labels),
+        ("meta.json", _drop_sizes),
+        ("report.json", lambda p: p.unlink()),
+    ],
+)
+def test_a_damaged_decoded_cache_is_decoded_again_with_one_log_line(tiny_eggs, tmp_path, caplog, name, damage):
+    folder = scan_folder(tiny_eggs)
+    whole = build_cache(folder, 24, tmp_path)
+    expected = {s: [a.copy() for a in whole.load(s)] for s in ("train", "val", "test")}
+    damage(whole.path / name)
+    healed = build_cache(folder, 24, tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(whole.path) in warnings[0] and "decoding them again" in warnings[0]
+    assert healed.path == whole.path and healed.sizes == whole.sizes
+    for split, (x, y) in expected.items():
+        got_x, got_y = healed.load(split)
+        assert np.array_equal(got_x, x) and np.array_equal(got_y, y)
+    caplog.clear()
+    build_cache(folder, 24, tmp_path)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], "a whole cache is trusted as it is"
+
+
+def test_two_processes_decoding_one_new_dataset_decode_it_once(tiny_eggs, tmp_path):
+    script = (
+        "import logging, sys; from pathlib import Path; logging.basicConfig(level=logging.INFO);"
+        "from datasets import build_cache, scan_folder;"
+        f"c = build_cache(scan_folder(Path({str(tiny_eggs)!r})), 40, Path({str(tmp_path)!r})); print(c.fingerprint)"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    assert outputs[0][0] == outputs[1][0], "one cache, the same fingerprint"
+    assert sum(err.count("INFO:datasets.cache:decoded") for _, err in outputs) == 1
+    assert len(list((tmp_path / "decoded").iterdir())) == 2  # the cache folder and its lock file

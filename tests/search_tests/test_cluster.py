@@ -176,12 +176,6 @@ def test_storage_only_the_head_can_see_is_refused_before_any_trial(cluster, clus
     assert not list(cluster.hidden.rglob("result.json"))
 
 
-def test_a_trial_larger_than_any_node_is_refused_with_what_the_largest_offers(cluster, cluster_eggs, tmp_path):
-    proc = cluster.search(*_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address, "--cpus-per-trial", "2"))
-    assert proc.returncode == 2
-    assert "a trial asks for 2 CPUs and 0 GPUs but the largest node offers 1 CPUs and 0 GPUs" in proc.stderr
-
-
 def test_a_driver_without_the_clusters_token_is_told_how_to_get_it(cluster, cluster_eggs, tmp_path):
     proc = cluster.search(
         *_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address),

@@ -18,10 +18,10 @@ import optuna
 import optuna_dashboard
 import pandas as pd
 import pytest
-from ray import cloudpickle
+from ray import cloudpickle, tune
 
 from datasets import make_demo_dataset
-from results import best_trial, trials_frame
+from results import best_trial, epochs_frame, trials_frame
 from search import main
 from search.cluster import node_resources, plan_resources
 from search.data import resolve_task
@@ -142,6 +142,53 @@ def test_a_trial_that_always_raises_ends_as_error_after_its_retries_and_the_othe
     assert best_trial(trials)["trial_id"] not in failed["trial_id"].tolist()
 
 
+def damages_its_checkpoint_then_dies(config: dict, setup: TrialSetup) -> None:
+    """The first run garbles the checkpoint Ray Tune keeps of epoch 1 (as a disk error would) and dies right after
+    reporting it; the run Ray Tune restarts from that checkpoint is the real trainable."""
+    marker = Path(config.pop("marker"))
+    if not marker.exists():
+        marker.touch()
+        report = tune.report
+
+        def report_then_die(metrics, checkpoint=None):
+            report(metrics, checkpoint=checkpoint)
+            kept = Path(tune.get_checkpoint().path) / "model.safetensors"  # the copy in the experiment's storage
+            kept.write_bytes(bytes(kept.stat().st_size))
+            os._exit(1)
+
+        tune.report = report_then_die  # this worker process dies with it
+    train_trial(config, setup)
+
+
+def test_a_trial_restored_from_a_damaged_checkpoint_starts_again_and_records_each_epoch_once(
+    ray_cluster, eggs, tmp_path
+):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    prepared = Prepared(
+        SearchOptions(task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=24, out=str(tmp_path))
+    )
+    point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
+    point |= {"batch_size": 32, "label_smoothing": 0.0, "dropout": 0.0}
+    outcome = run_trials(
+        TrialSetup(prepared.data.cache, max_epochs=2),
+        ["resnet10t"],
+        trials=1,
+        resources=plan_resources(node_resources(), 1, 0, None),
+        files=SearchFiles.under(tmp_path, None, "damaged"),
+        resume=False,
+        points=[("recipe", point)],
+        max_failures=1,
+        trainable=lambda config, setup: damages_its_checkpoint_then_dies(
+            {**config, "marker": str(tmp_path / "died")}, setup
+        ),
+    )
+    trials = trials_frame(outcome.records, max_epochs=2)
+    assert trials["status"].tolist() == ["TERMINATED"] and trials["failures"].tolist() == [1]
+    history = [h["epoch"] for h in outcome.records[0]["history"]]
+    assert history == [1, 1, 2], "the restarted run began again at epoch 1, not from the damaged weights"
+    assert epochs_frame(outcome.records)["epoch"].tolist() == [1, 2]
+
+
 # --- the driver: Ctrl-C, then kill -9, then kill -9 during the retrain, each followed by --resume -------------------
 
 TRIALS = 6
@@ -189,18 +236,30 @@ def interrupted_search(eggs, tmp_path_factory) -> dict:
 
         return check
 
+    # 0. kill -9 before any trial has reported
+    zeroth = Driver(_command(eggs, out), out / "0.log")
+    _wait(lambda: next(experiment.glob("train_trial_*"), None), "a trial to start", process=zeroth.process)
+    zeroth.process.send_signal(signal.SIGKILL)
+    stages["early_kill"] = {
+        "code": zeroth.finish(),
+        "reported": [_results(t) for t in experiment.glob("train_trial_*")],
+    }
+
     # 1. Ctrl-C (SIGINT to the whole process group, as a terminal sends it) once a trial has finished
-    first = Driver(_command(eggs, out), out / "1.log")
+    first = Driver(_command(eggs, out, "--resume"), out / "1.log")
     done = _wait(finished(1), "a finished trial", process=first.process)
     os.killpg(first.process.pid, signal.SIGINT)
     stages["ctrl_c"] = {"code": first.finish(), "output": first.output(), "finished": done}
     stages["ctrl_c"]["trials"] = pd.read_parquet(out / task / "trials.parquet")
 
-    # 2. the printed command, killed with SIGKILL (the driver alone) once three trials have finished
+    # 2. the printed command, killed with SIGKILL (the driver alone) once three trials have finished, as a trial's
+    # next checkpoint appears (trials pending)
     printed = stages["ctrl_c"]["output"].split("to continue: ")[-1].strip()
     argv = shlex.split(printed)
     second = Driver([sys.executable, *argv[1:]], out / "2.log")
     done = _wait(finished(3), "three finished trials", process=second.process)
+    seen = set(experiment.glob("train_trial_*/checkpoint_*"))
+    _wait(lambda: set(experiment.glob("train_trial_*/checkpoint_*")) - seen or None, "a new checkpoint", timeout=60)
     second.process.send_signal(signal.SIGKILL)
     stages["kill"] = {"code": second.finish(), "at": time.time(), "finished": done, "argv": argv}
 
@@ -218,6 +277,22 @@ def interrupted_search(eggs, tmp_path_factory) -> dict:
         if name == "resumed":
             stages[name]["model_mtime"] = (out / task / "model" / "weights.safetensors").stat().st_mtime
     return stages
+
+
+def test_after_every_kill_and_resume_no_trial_is_lost_or_errored_and_each_epoch_is_recorded_once(interrupted_search):
+    early = interrupted_search["early_kill"]
+    assert early["code"] == -signal.SIGKILL and not any(early["reported"]), "killed before any trial reported"
+    task, experiment = interrupted_search["task"], interrupted_search["experiment"]
+    trials = pd.read_parquet(task / "trials.parquet")
+    epochs = pd.read_parquet(task / "epochs.parquet")
+    assert len(trials) == TRIALS and trials["trial_id"].is_unique
+    assert (trials["status"] != "ERROR").all(), trials[["trial_id", "status", "error"]].to_string()
+    assert (trials["epochs_run"] >= 1).all(), "every trial trained"
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    for trial_id, run in trials.set_index("trial_id")["epochs_run"].items():
+        history = _results(next(experiment.glob(f"train_trial_{trial_id}_*")))
+        assert [h["epoch"] for h in history] == list(range(1, run + 1)), f"{trial_id} reported an epoch twice"
+    assert "re-use actor" not in "".join(p.read_text() for p in interrupted_search["out"].glob("*.log"))
 
 
 def test_ctrl_c_exits_130_with_the_resume_command_and_the_finished_trials_tables(interrupted_search):

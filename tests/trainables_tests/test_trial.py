@@ -112,3 +112,40 @@ def test_the_fitted_probe_head_separates_classes_the_features_separate():
     head = fit_head(features, labels, 3)
     logits = torch.from_numpy(features) @ head["weight"].T + head["bias"]
     assert (logits.argmax(1).numpy() == labels).mean() > 0.95
+
+
+def _cut_short(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garble_tail(path):
+    """The same size, the last bytes changed: a tensor's values, which no parser notices."""
+    data = bytearray(path.read_bytes())
+    data[-64:] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_cut_short, _garble_tail], ids=["cut short", "garbage"])
+@pytest.mark.parametrize("name", ["model.safetensors", "trainer.pt"])
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, name, damage):
+    model = timm.create_model("resnet10t", num_classes=2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path, model, optimizer, {"epoch": 1, "batch_size": 8})
+    assert load_checkpoint(tmp_path)["epoch"] == 1
+    damage(tmp_path / name)
+    with pytest.raises(ValueError, match=f"{tmp_path / name} is not the file the checkpoint wrote"):
+        load_checkpoint(tmp_path)
+
+
+def test_damaged_cached_features_and_heads_are_computed_again(tiny_eggs, tmp_path, caplog):
+    setup = _setup(tiny_eggs, tmp_path, epochs=1)
+    first = start(CONFIG, setup, ("train",), "val")
+    [folder] = (setup.data.path / "features").glob("*")
+    cached = {p.name: p.read_bytes() for p in folder.iterdir()}
+    _cut_short(folder / "train.npy")
+    _garble_tail(folder / "head-train.safetensors")  # same size, other numbers: only the checksum tells
+    again = start(CONFIG, setup, ("train",), "val")
+    damaged = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(damaged) == 2 and all("computing it again" in m for m in damaged)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == cached, "rebuilt as they were"
+    assert torch.equal(first.model.get_classifier().weight, again.model.get_classifier().weight)
