@@ -38,12 +38,11 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from search.asha import make_scheduler
 from search.space import METRIC, MODE, baseline_points, make_searcher, search_space
-from search.tuner import make_scheduler
-from trainables import MAX_FREEZE_DEPTH, TrialSetup, train_trial
+from trainables import MAX_FREEZE_DEPTH, RECIPE, TrialSetup, train_trial
 
 METHODS = ("tpe+asha", "random+asha", "random", "grid")
-RECIPE = {"weight_decay": 1e-4, "batch_size": 32, "label_smoothing": 0.1, "dropout": 0.1}
 
 
 def grid_points(backbones: list[str], seed: int) -> list[dict]:

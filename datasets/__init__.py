@@ -2,6 +2,7 @@
 
 from datasets.cache import DataCache, build_cache, cache_files, default_cache_root, local_copy, report_line
 from datasets.errors import DamagedFile, UsageError, reading, short
+from datasets.files import atomic_folder, atomic_write
 from datasets.folders import SPLITS, ImageFolder, scan_folder, split_map
 from datasets.synthetic import make_demo_dataset, render_egg
 from datasets.tasks import DEFAULT_BACKBONES, Task, folder_task, get_task, list_tasks
@@ -13,6 +14,8 @@ __all__ = [
     "DataCache",
     "ImageFolder",
     "Task",
+    "atomic_folder",
+    "atomic_write",
     "UsageError",
     "build_cache",
     "cache_files",

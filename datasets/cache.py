@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from datasets.errors import UsageError
+from datasets.files import atomic_folder
 from datasets.folders import SPLITS, ImageFolder
 
 CACHE_VERSION = 2
@@ -150,13 +150,12 @@ def local_copy(
         target.parent.mkdir(parents=True, exist_ok=True)
         with _locked(target):
             if not _usable(target):
-                tmp = Path(tempfile.mkdtemp(prefix=f".{cache.fingerprint}-", dir=target.parent))
-                for name, content in fetch().items():
-                    if isinstance(content, bytes):
-                        (tmp / name).write_bytes(content)
-                    else:
-                        np.save(tmp / name, content)
-                os.replace(tmp, target)
+                with atomic_folder(target) as tmp:
+                    for name, content in fetch().items():
+                        if isinstance(content, bytes):
+                            (tmp / name).write_bytes(content)
+                        else:
+                            np.save(tmp / name, content)
                 with open(target.parent / "copies.log", "a") as copies:
                     copies.write(f"{cache.fingerprint} {socket.gethostname()} pid {os.getpid()} at {time.time():.0f}\n")
                 log.info("copied the decoded images to %s", target)
@@ -238,8 +237,11 @@ def _warnings(counts: dict[str, dict[str, int]], duplicates: list) -> list[str]:
 
 
 def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    with atomic_folder(target) as tmp:
+        _decode_into(tmp, folder, size, key)
+
+
+def _decode_into(tmp: Path, folder: ImageFolder, size: int, key: str) -> None:
     unreadable: list[dict[str, str]] = []
     hashes: dict[str, list[tuple[str, str]]] = {}
     sizes: dict[str, int] = {}
@@ -272,11 +274,7 @@ def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
             np.save(tmp / f"{split}_y.npy", np.array(labels, dtype=np.int64))
             sizes[split] = n
             counts[split] = {c: labels.count(i) for i, c in enumerate(folder.classes)}
-    try:
-        _check_usable(folder, counts, unreadable)
-    except UsageError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _check_usable(folder, counts, unreadable)
     duplicates = [
         [{"split": s, "path": p} for s, p in places] for places in hashes.values() if len({s for s, _ in places}) > 1
     ]
@@ -293,4 +291,3 @@ def _write(folder: ImageFolder, size: int, key: str, target: Path) -> None:
     (tmp / "meta.json").write_text(
         json.dumps({"classes": list(folder.classes), "sizes": sizes, "fingerprint": key, "image_size": size})
     )
-    os.replace(tmp, target)

@@ -7,9 +7,6 @@ stains and yellow objects nearby, so that a colour statistic alone cannot separa
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from datasets.errors import UsageError
+from datasets.files import atomic_folder, atomic_write
 from datasets.standins import FACES, SPORTS, render_face, render_sport
 
 GENERATOR_VERSION = 8
@@ -217,19 +215,15 @@ def make_demo_dataset(task: str, root: Path, seed: int = 0, per_class: dict[str,
     target = Path(root) / f"{task}-v{GENERATOR_VERSION}-seed{seed}-{standin.size}px-{key}"
     if target.is_dir():  # it appears whole or not at all (os.replace below)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    for s_idx, (split, n) in enumerate(per_class.items()):
-        for label, cls in enumerate(standin.classes):
-            folder = tmp / cls if split == "all" else tmp / split / cls
-            folder.mkdir(parents=True)
-            for i in range(n):
-                image = standin.render((seed, s_idx, label, i), label, standin.size)
-                image.save(folder / f"{i:04d}.jpg", quality=90)
+    with atomic_folder(target) as tmp:
+        for s_idx, (split, n) in enumerate(per_class.items()):
+            for label, cls in enumerate(standin.classes):
+                folder = tmp / cls if split == "all" else tmp / split / cls
+                folder.mkdir(parents=True)
+                for i in range(n):
+                    image = standin.render((seed, s_idx, label, i), label, standin.size)
+                    image.save(folder / f"{i:04d}.jpg", quality=90)
     meta = {"task": task, "version": GENERATOR_VERSION, "seed": seed, "per_class": per_class, "synthetic": True}
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process wrote it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    target.with_name(target.name + ".json").write_text(json.dumps(meta, indent=2))  # beside it, not a stray file
+    meta_file = target.with_name(target.name + ".json")  # beside it, not a stray file among the images
+    atomic_write(meta_file, lambda p: p.write_text(json.dumps(meta, indent=2)))
     return target

@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 
-from results.tables import CONFIG_COLUMNS, finished_trials
+from results.tables import CONFIG_COLUMNS, ranked_trials
 
 TOP_COLUMNS = ["rank", "trial_id", *CONFIG_COLUMNS, "val_acc", "val_macro_f1", "val_loss", "epochs_run", "wall_s"]
 BACKBONE_COLUMNS = [
@@ -28,7 +28,7 @@ PROGRESS_COLUMNS = ["order", "trial_id", "val_acc", "best_val_acc", "trial_epoch
 
 def top_k_frame(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     """The ``k`` best configurations with their validation metrics and cost."""
-    ranked = finished_trials(trials).sort_values(["val_acc", "val_loss"], ascending=[False, True]).head(k)
+    ranked = ranked_trials(trials).head(k)
     ranked = ranked.assign(rank=range(1, len(ranked) + 1))
     return ranked[TOP_COLUMNS].reset_index(drop=True)
 
@@ -55,10 +55,10 @@ def backbone_frame(trials: pd.DataFrame, costs: dict[str, dict[str, float]]) -> 
     validation accuracy, its best validation accuracy in the search, its size and inference latency, and whether it
     is on the accuracy-latency Pareto front. ``costs``: backbone -> ``{"params_m", "latency_ms", "logme",
     "probe_val_acc"}`` (missing ones are NaN)."""
-    ok = finished_trials(trials)
+    ranked = ranked_trials(trials)
     rows = []
     for backbone in sorted(set(trials["backbone"]) | set(costs)):
-        mine = ok[ok["backbone"] == backbone].sort_values("val_acc", ascending=False)
+        mine = ranked[ranked["backbone"] == backbone]
         rows.append(
             {
                 "backbone": backbone,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from results.tables import best_rows, marks
+from results.tables import best_rows, marks, number
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -25,9 +25,7 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 
 def _table(frame: pd.DataFrame) -> str:
     def cell(value: object) -> str:
-        if isinstance(value, float):
-            return "n/a" if value != value else f"{value:.4g}"
-        return html.escape(str(value))
+        return html.escape(number(value))
 
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.itertuples(False))

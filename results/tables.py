@@ -11,16 +11,9 @@ import math
 
 import pandas as pd
 
-CONFIG_COLUMNS = [
-    "backbone",
-    "freeze_depth",
-    "aug_strength",
-    "lr",
-    "weight_decay",
-    "batch_size",
-    "label_smoothing",
-    "dropout",
-]
+from trainables.config import KNOBS
+
+CONFIG_COLUMNS = list(KNOBS)  # TrialConfig's fields, in its order
 EPOCH_COLUMNS = [
     "trial_id",
     "epoch",
@@ -71,8 +64,16 @@ def _finite(x: object) -> bool:
 def trial_status(record: dict, max_epochs: int) -> str:
     if record.get("error"):
         return "ERROR"
-    epochs = max((h["epoch"] for h in record["history"]), default=0)
-    return "TERMINATED" if epochs >= max_epochs else "STOPPED"
+    return (
+        "STOPPED"
+        if stopped_early(max((h["epoch"] for h in record["history"]), default=0), max_epochs)
+        else "TERMINATED"
+    )
+
+
+def stopped_early(epochs: int, max_epochs: int) -> bool:
+    """A trial that ended without error before its last epoch: ASHA or the time budget stopped it."""
+    return epochs < max_epochs
 
 
 def trials_frame(records: list[dict], max_epochs: int, pretrained: dict[str, bool] | None = None) -> pd.DataFrame:
@@ -114,20 +115,25 @@ def finished_trials(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["val_acc"].map(_finite) & trials["val_loss"].map(_finite) & (trials["status"] != "ERROR")]
 
 
+def ranked_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The finished trials, best first: the highest validation accuracy; ties go to lower loss, then fewer epochs,
+    then the trial id (the one ranking every table and choice uses)."""
+    keys = ["val_acc", "val_loss", "epochs_run", "trial_id"]
+    return finished_trials(trials).sort_values(keys, ascending=[False, True, True, True], kind="stable")
+
+
 def best_trial(trials: pd.DataFrame) -> pd.Series:
-    """The trial with the highest finite validation accuracy; ties go to lower loss, then fewer epochs."""
-    ok = finished_trials(trials)
-    if ok.empty:
+    """The first of ``ranked_trials``."""
+    ranked = ranked_trials(trials)
+    if ranked.empty:
         raise ValueError("no trial finished an epoch with finite validation metrics; see trials.parquet's error")
-    ranked = ok.sort_values(["val_acc", "val_loss", "epochs_run"], ascending=[False, True, True])
     return ranked.iloc[0]
 
 
 def top_configs(trials: pd.DataFrame, k: int, backbones: tuple[str, ...] | list[str]) -> list[dict]:
     """The ``k`` best finished configurations whose backbone is in ``backbones``, as search-space dicts."""
-    ok = finished_trials(trials)
-    ok = ok[ok["backbone"].isin(backbones)]
-    ranked = ok.sort_values(["val_acc", "val_loss"], ascending=[False, True]).head(k)
+    ranked = ranked_trials(trials)
+    ranked = ranked[ranked["backbone"].isin(backbones)].head(k)
     return [
         {c: (row[c].item() if hasattr(row[c], "item") else row[c]) for c in CONFIG_COLUMNS if c in row}
         | ({} if "dropout" in row else {"dropout": 0.0})
@@ -140,7 +146,8 @@ def status_counts(trials: pd.DataFrame) -> dict[str, int]:
     return {s.lower(): int(counts.get(s, 0)) for s in STATUSES}
 
 
-def _fmt(value: object) -> str:
+def number(value: object) -> str:
+    """A value as the tables and the report show it: floats to four significant digits, NaN as n/a."""
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else "n/a"
     return str(value)
@@ -178,7 +185,7 @@ def best_markdown(best: dict) -> str:
     """The best-config table of one task, as printed at the end of a run and written to best.md."""
     title = f"## Best configuration: {best['task']}" + (f" ({', '.join(marks(best))})" if marks(best) else "")
     rows = best_rows(best)
-    lines = [title, "", "| setting | value |", "|---|---|", *(f"| {k} | {_fmt(v)} |" for k, v in rows)]
+    lines = [title, "", "| setting | value |", "|---|---|", *(f"| {k} | {number(v)} |" for k, v in rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -244,7 +251,7 @@ def markdown_table(frame: pd.DataFrame, title: str) -> str:
     """``frame`` as a markdown table under a ``##`` title; floats to four significant digits, NaN as n/a."""
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(number(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([f"## {title}", "", header, rule, *body]) + "\n"
 
 

@@ -207,7 +207,7 @@ def _log_to(path: Path) -> Iterator[None]:
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace, tasks: list[str], resume: bool) -> str:
     """The command line that repeats ``args`` for ``tasks``, continuing their searches when ``resume``."""
     words = ["python", "-m", "search", *tasks]
-    for action in parser._actions:
+    for action in parser._actions:  # argparse lists a parser's options nowhere public
         value = getattr(args, action.dest, None)
         if not action.option_strings or action.dest in ("help", "resume", "overwrite") or value == action.default:
             continue

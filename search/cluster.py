@@ -76,7 +76,7 @@ TOKEN_HELP = (
 )
 
 
-def join(address: str) -> ray._private.worker.BaseContext:
+def join(address: str) -> object:
     """Connect to the Ray cluster at ``address``, or raise a one-line UsageError that says why not and the fix."""
     if address not in ("auto", "local"):
         host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -89,7 +89,8 @@ def join(address: str) -> ray._private.worker.BaseContext:
             ) from None
     if "RAY_AUTH_MODE" not in os.environ:
         # a head of Ray 2.60 turns token authentication on and refuses a driver that does not send its token; Ray
-        # read its configuration when imported, so it reads it again (as Ray's own tests do)
+        # read its configuration when imported, so it reads it again (as Ray's own tests do). No public API does
+        # this; tests/search_tests/test_cluster.py::test_the_private_ray_call_the_driver_needs_still_exists pins it
         os.environ["RAY_AUTH_MODE"] = "token"
         from ray._raylet import Config
 

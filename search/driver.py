@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -45,10 +46,10 @@ from search.report import write_task_report
 from search.resume import SEARCH_FILE, check_existing, discard_search, finished_record, search_record
 from search.retrain import run_retrains, save_model
 from search.screen import kept_backbones, screen_backbones
-from search.space import BATCH_SIZES, baseline_points, search_space, trial_sources
-from search.tuner import SearchFiles, run_trials
+from search.space import baseline_points, search_space, trial_sources
+from search.tuner import Outcome, SearchFiles, run_trials
 from search.weights import resolve_weights
-from trainables import TrialSetup
+from trainables import TrialSetup, knob_range
 
 log = logging.getLogger(__name__)
 PACKAGES = ("ray", "optuna", "timm", "torch", "torchvision", "pandas", "pyarrow", "numpy")
@@ -116,7 +117,7 @@ def warn_packing(opts: ResolvedOptions, resources: Resources) -> None:
     """Say which backbones will not fit their share of the GPU, when this machine has the GPUs trials use."""
     if 0 < resources.gpus_per_trial < 1 and torch.cuda.is_available():
         gpu_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
-        batch = max(BATCH_SIZES)
+        batch = max(knob_range("batch_size").choices)
         for line in packing_warnings(opts.backbones, opts.image_size, batch, resources.gpus_per_trial, gpu_mib):
             log.warning("%s", line)
 
@@ -126,22 +127,68 @@ def _on_cluster(opts: ResolvedOptions, nodes: list[dict[str, float]]) -> bool:
     return bool(opts.address or os.environ.get("RAY_ADDRESS")) or len(nodes) > 1
 
 
+@dataclass
+class Plan:
+    """What the search runs with, decided before the first trial."""
+
+    setup: TrialSetup
+    resources: Resources
+    backbones: list[str]
+    points: list[tuple[str, dict]]
+    scores: dict[str, dict]
+    pretrained: dict[str, bool]
+    elapsed_before: float  # seconds earlier runs of this search spent (--resume)
+    stopper: TimeBudget | None
+
+
 def run_task(prepared: Prepared) -> dict:
     """Search (or continue the search), retrain and write every file of the contract under OUT/TASK; returns
     best.json's content. Ctrl-C raises SearchInterrupted after the tables of what finished are written."""
     begun = time.perf_counter()
-    opts, data, files = prepared.options, prepared.data, prepared.files
-    out = opts.task_dir
+    opts, files = prepared.options, prepared.files
+    report = start_folder(prepared)
+    plan = plan_search(prepared, begun)
+    outcome = run_trials(
+        plan.setup,
+        plan.backbones,
+        trials=opts.trials,
+        resources=plan.resources,
+        files=files,
+        resume=opts.resume,
+        points=plan.points,
+        max_failures=opts.max_failures,
+        verbose=opts.verbose,
+        stopper=plan.stopper,
+    )
+    search_wall = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
+    write_json(opts.task_dir / SEARCH_FILE, {**prepared.signature, "elapsed_s": search_wall})
+    trials = write_trial_tables(prepared, plan, outcome)
+    record = best_record(prepared, plan, trials, search_wall, report)
+    if opts.retrain:
+        retrain_best(prepared, plan, record)
+    write_results(prepared, plan, record, trials, epochs_frame(outcome.records), report)
+    return record
+
+
+def start_folder(prepared: Prepared) -> dict:
+    """OUT/TASK made (emptied of an earlier search with --overwrite) and its data report written; returns it."""
+    out = prepared.options.task_dir
     out.mkdir(parents=True, exist_ok=True)
-    if opts.overwrite:
-        discard_search(out, files)
-    report = data.cache.report()
+    if prepared.options.overwrite:
+        discard_search(out, prepared.files)
+    report = prepared.data.cache.report()
     write_json(out / "data_report.json", report)
-    elapsed_before = search_record(out).get("elapsed_s", 0.0) if opts.resume else 0.0
+    return report
+
+
+def plan_search(prepared: Prepared, begun: float) -> Plan:
+    """Resources, the trials' setup, the backbones' screening and the points that run first; the time budget."""
+    opts, data = prepared.options, prepared.data
+    elapsed_before = search_record(opts.task_dir).get("elapsed_s", 0.0) if opts.resume else 0.0
     nodes = node_resources()
     resources = plan_resources(nodes, opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
     warn_packing(opts, resources)
-    check_shared_storage(files.experiment)
+    check_shared_storage(prepared.files.experiment)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}
     setup = TrialSetup(
         data.cache,
@@ -154,53 +201,49 @@ def run_task(prepared: Prepared) -> dict:
         # on a cluster (nodes may join later) the decoded images travel once per node through the object store
         data_copy=[ray.put(cache_files(data.cache))] if _on_cluster(opts, nodes) else None,
     )
-
     scores = screen_backbones(setup, list(opts.backbones), resources)
     backbones = kept_backbones(scores, opts.prescreen)
     warm = [("warm-start", p) for p in prepared.warm_points if p["backbone"] in backbones]
     pretrained = {b: p.state_dict is not None for b, p in prepared.weights.items()}
     recipes = baseline_points(backbones, opts.trials, {b for b, on in pretrained.items() if on})
     points = [*warm, *(("recipe", p) for p in recipes)][: max(1, opts.trials // 2)]
-    write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
+    write_json(opts.task_dir / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
     stopper = None
     if opts.time_budget_s:
         stopper = TimeBudget(
             opts.time_budget_s - elapsed_before - prepared.seconds - (time.perf_counter() - begun),
             opts.max_epochs,
             retrain_scale(data.cache.sizes, opts, resources),
-            out / SEARCH_FILE,
+            opts.task_dir / SEARCH_FILE,
             opts.time_budget_s,
         )
-    outcome = run_trials(
-        setup,
-        backbones,
-        opts.trials,
-        resources,
-        files,
-        opts.resume,
-        points,
-        opts.max_failures,
-        verbose=opts.verbose,
-        stopper=stopper,
-    )
-    search_wall = elapsed_before + prepared.seconds + time.perf_counter() - begun
-    write_json(out / SEARCH_FILE, {**prepared.signature, "elapsed_s": search_wall})
+    return Plan(setup, resources, backbones, points, scores, pretrained, elapsed_before, stopper)
+
+
+def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> pd.DataFrame:
+    """trials.parquet and epochs.parquet; after Ctrl-C, SearchInterrupted once they are written."""
+    opts, out = prepared.options, prepared.options.task_dir
     budget_ended = (out / BUDGET_FILE).is_file()
-    sources = trial_sources(files.study_url())
+    sources = trial_sources(prepared.files.study_url())
     finished = [
         {**r, "source": sources.get(r["trial_id"], "sampler")}
         for r in outcome.records
         if r["finished"] and not (budget_ended and not r["history"] and not r["error"])  # never started
     ]
-    trials = trials_frame(finished, opts.max_epochs, pretrained)
+    trials = trials_frame(finished, opts.max_epochs, plan.pretrained)
     write_parquet(out / "trials.parquet", trials)
     write_parquet(out / "epochs.parquet", epochs_frame(outcome.records))
     if outcome.interrupted:
         raise SearchInterrupted(
-            f"{data.task.name}: stopped with {len(finished)} of {opts.trials} trials finished "
+            f"{prepared.data.task.name}: stopped with {len(finished)} of {opts.trials} trials finished "
             f"(their tables are in {out}; every trial's latest checkpoint is kept)"
         )
+    return trials
 
+
+def best_record(prepared: Prepared, plan: Plan, trials: pd.DataFrame, search_wall: float, report: dict) -> dict:
+    """best.json's content before the retrain: the best trial, the search's counts and costs, the provenance."""
+    opts, data, out = prepared.options, prepared.data, prepared.options.task_dir
     try:
         best = best_trial(trials)
     except ValueError as e:
@@ -209,7 +252,7 @@ def run_task(prepared: Prepared) -> dict:
         raise SearchFailed(f"{e}{example}; every trial is in {out / 'trials.parquet'}") from None
     config = {k: _plain(best[k]) for k in CONFIG_COLUMNS} | {"batch_size": int(best["trained_batch_size"])}
     trial_hours = float(trials["wall_s"].sum()) / 3600
-    record = {
+    return {
         "task": data.task.name,
         "classes": list(data.cache.classes),
         "images": sum(data.cache.sizes.values()),
@@ -219,11 +262,11 @@ def run_task(prepared: Prepared) -> dict:
         "best_epoch": int(best["best_epoch"]),
         "trials": {"total": len(trials), **status_counts(trials)},
         "search_wall_s": search_wall,
-        "limit": f"time budget {opts.time_budget_s:.0f} s" if budget_ended else "trials",
-        "backbone_scores": {b: {k: v for k, v in r.items() if k != "backbone"} for b, r in scores.items()},
-        "cpu_hours": trial_hours * resources.cpus_per_trial,
-        "gpu_hours": trial_hours * resources.gpus_per_trial,
-        "pretrained": pretrained[config["backbone"]],
+        "limit": f"time budget {opts.time_budget_s:.0f} s" if (out / BUDGET_FILE).is_file() else "trials",
+        "backbone_scores": {b: {k: v for k, v in r.items() if k != "backbone"} for b, r in plan.scores.items()},
+        "cpu_hours": trial_hours * plan.resources.cpus_per_trial,
+        "gpu_hours": trial_hours * plan.resources.gpus_per_trial,
+        "pretrained": plan.pretrained[config["backbone"]],
         "provenance": {
             "versions": versions(),
             "seed": opts.seed,
@@ -234,28 +277,40 @@ def run_task(prepared: Prepared) -> dict:
             "max_epochs": opts.max_epochs,
             "backbones": list(opts.backbones),
             "pretrained_sources": {b: p.source for b, p in prepared.weights.items()},
-            "study": files.study_url(),
+            "study": prepared.files.study_url(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
-    if opts.retrain:
-        log.info(
-            "%s: retraining trial %s's configuration (%s) on train+val for %d epochs, %d seed(s)",
-            data.task.name,
-            best["trial_id"],
-            config["backbone"],
-            opts.max_epochs,
-            opts.retrain_seeds,
-        )
-        runs = run_retrains(config, setup, resources, [opts.seed + i for i in range(opts.retrain_seeds)])
-        save_model(out / "model", runs[0], config, list(data.cache.classes), opts.image_size)
-        record.update(retrain_summary(runs))
-        wall = sum(r["wall_s"] for r in runs)
-        record["cpu_hours"] += wall * resources.retrain_cpus / 3600
-        record["gpu_hours"] += wall * resources.retrain_gpus / 3600
-    costs = backbone_costs(list(opts.backbones), len(data.cache.classes), opts.image_size)
-    costs = {b: {**costs.get(b, {}), **scores.get(b, {})} for b in opts.backbones}
-    write_task_report(out, record, trials, epochs_frame(outcome.records), costs, files.study_url(), report)
+
+
+def retrain_best(prepared: Prepared, plan: Plan, record: dict) -> None:
+    """Train the best configuration on train+val (once per seed), save the first seed's model, test them all, and
+    add the test figures and the retrain's cost to ``record``."""
+    opts, data, resources, config = prepared.options, prepared.data, plan.resources, record["config"]
+    log.info(
+        "%s: retraining trial %s's configuration (%s) on train+val for %d epochs, %d seed(s)",
+        data.task.name,
+        record["trial_id"],
+        config["backbone"],
+        opts.max_epochs,
+        opts.retrain_seeds,
+    )
+    runs = run_retrains(config, plan.setup, resources, [opts.seed + i for i in range(opts.retrain_seeds)])
+    save_model(opts.task_dir / "model", runs[0], config, list(data.cache.classes), opts.image_size)
+    record.update(retrain_summary(runs))
+    wall = sum(r["wall_s"] for r in runs)
+    record["cpu_hours"] += wall * resources.retrain_cpus / 3600
+    record["gpu_hours"] += wall * resources.retrain_gpus / 3600
+
+
+def write_results(
+    prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, report: dict
+) -> None:
+    """The report, best.json and best.md (last: their presence means the task finished); a copy in --storage."""
+    opts, out = prepared.options, prepared.options.task_dir
+    costs = backbone_costs(list(opts.backbones), len(prepared.data.cache.classes), opts.image_size)
+    costs = {b: {**costs.get(b, {}), **plan.scores.get(b, {})} for b in opts.backbones}
+    write_task_report(out, record, trials, epochs, costs, prepared.files.study_url(), report)
     write_json(out / "best.json", record)
     write_text(out / "best.md", best_markdown(record))
     if opts.storage and "://" in opts.storage:  # the tables beside the experiment, for whoever reads the bucket
@@ -263,7 +318,6 @@ def run_task(prepared: Prepared) -> dict:
         log.info(
             "%s: copied %d result files to %s/%s/results", opts.task_name, len(copied), opts.storage, opts.task_name
         )
-    return record
 
 
 def retrain_scale(sizes: dict[str, int], opts: ResolvedOptions, resources: Resources) -> float:

@@ -9,6 +9,7 @@ import time
 from ray import tune
 from ray.tune.experiment import Trial
 
+from results import stopped_early
 from search.space import METRIC
 
 log = logging.getLogger("search.progress")
@@ -48,7 +49,8 @@ class Progress(tune.Callback):
         ended = [t for t in trials if status[t.trial_id] in (Trial.TERMINATED, Trial.ERROR)]
         errored = sum(status[t.trial_id] == Trial.ERROR for t in trials)
         stopped = sum(
-            status[t.trial_id] == Trial.TERMINATED and (t.last_result or {}).get("epoch", 0) < self.max_epochs
+            status[t.trial_id] == Trial.TERMINATED
+            and stopped_early((t.last_result or {}).get("epoch", 0), self.max_epochs)
             for t in trials
         )
         running = sum(status[t.trial_id] == Trial.RUNNING for t in trials)

@@ -10,10 +10,11 @@ import pyarrow.fs
 
 from datasets import UsageError, reading
 from results import read_json
+from search.asha import RUNGS_FIX
 from search.budget import BUDGET_FILE, SEARCH_FIX
 from search.options import ResolvedOptions
 from search.space import trial_sources
-from search.tuner import RUNGS_FIX, SearchFiles
+from search.tuner import SearchFiles
 
 SEARCH_FILE = "search.json"  # what defines the search, checked by --resume; and the time it has run so far
 SIGNATURE_FLAGS = {

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from pathlib import Path
 
 import ray
 from safetensors.torch import save_file
 
-from results import atomic_write, write_json
+from datasets import atomic_folder
+from results import write_json
 from search.cluster import Resources
 from trainables import TrialSetup, retrain
 
@@ -26,25 +25,17 @@ def run_retrains(config: dict, setup: TrialSetup, resources: Resources, seeds: l
 def save_model(directory: Path, outcome: dict, config: dict, classes: list[str], image_size: int) -> None:
     """``weights.safetensors``, ``config.json`` and ``labels.json``: loadable with timm + safetensors alone. The
     folder is written beside ``directory`` and swapped in whole, so a crash never mixes two retrains' files."""
-    staging = directory.with_name(f".{directory.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    atomic_write(staging / "weights.safetensors", lambda p: save_file(outcome["state_dict"], str(p)))
-    write_json(
-        staging / "config.json",
-        {
-            "backbone": config["backbone"],
-            "num_classes": len(classes),
-            "input_size": [3, image_size, image_size],
-            **outcome["preprocess"],
-            "resize": "shorter side to input size, then centre crop",
-            "config": config,
-        },
-    )
-    write_json(staging / "labels.json", classes)
-    old = directory.with_name(f".{directory.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(staging, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(directory) as staging:
+        save_file(outcome["state_dict"], str(staging / "weights.safetensors"))
+        write_json(
+            staging / "config.json",
+            {
+                "backbone": config["backbone"],
+                "num_classes": len(classes),
+                "input_size": [3, image_size, image_size],
+                **outcome["preprocess"],
+                "resize": "shorter side to input size, then centre crop",
+                "config": config,
+            },
+        )
+        write_json(staging / "labels.json", classes)

@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from collections.abc import Collection, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
-from trainables import MAX_FREEZE_DEPTH
+from trainables import KNOBS, MAX_FREEZE_DEPTH, RECIPE, Range, knob_range
 
 METRIC, MODE = "val_acc", "max"
-BATCH_SIZES = (16, 32, 64)
 SOURCES = ("warm-start", "recipe", "sampler")  # where a trial's configuration came from: trials.parquet's source
 
 
 def search_space(backbones: Sequence[str]) -> dict[str, BaseDistribution]:
-    """The contract's space: backbone, freeze depth, augmentation, optimiser and loss knobs, head dropout."""
-    return {
-        "backbone": CategoricalDistribution(tuple(backbones)),
-        "freeze_depth": IntDistribution(0, MAX_FREEZE_DEPTH),
-        "aug_strength": FloatDistribution(0.0, 1.0),
-        "lr": FloatDistribution(1e-4, 1e-2, log=True),  # the head's; a pretrained backbone's is a tenth (LP-FT)
-        "weight_decay": FloatDistribution(1e-6, 1e-1, log=True),
-        "batch_size": CategoricalDistribution(BATCH_SIZES),
-        "label_smoothing": FloatDistribution(0.0, 0.2),
-        "dropout": FloatDistribution(0.0, 0.5),
-    }
+    """The contract's space in Optuna's terms, from ``TrialConfig``'s declaration: backbone, freeze depth,
+    augmentation, optimiser and loss knobs, head dropout."""
+    return {name: _distribution(knob_range(name), backbones) for name in KNOBS}
+
+
+def _distribution(r: Range | None, backbones: Sequence[str]) -> BaseDistribution:
+    if r is None:
+        return CategoricalDistribution(tuple(backbones))
+    if r.choices:
+        return CategoricalDistribution(r.choices)
+    if isinstance(r.low, int) and isinstance(r.high, int):
+        return IntDistribution(r.low, r.high, log=r.log)
+    return FloatDistribution(r.low, r.high, log=r.log)
 
 
 class ConditionalSpace:
@@ -38,14 +40,13 @@ class ConditionalSpace:
     def __init__(self, backbones: Sequence[str]):
         self.distributions = search_space(backbones)
 
-    def __call__(self, trial: optuna.Trial) -> dict | None:
-        depth = None
+    def __call__(self, trial: optuna.Trial) -> dict:
+        """One configuration, sampled (or, for an enqueued recipe, read) through ``trial``."""
+        config: dict = {}
         for name, distribution in self.distributions.items():
-            if name == "aug_strength" and depth == MAX_FREEZE_DEPTH:
-                continue
-            value = _suggest(trial, name, distribution)
-            depth = value if name == "freeze_depth" else depth
-        return {"aug_strength": 0.0} if depth == MAX_FREEZE_DEPTH else None
+            probe = config.get("freeze_depth") == MAX_FREEZE_DEPTH
+            config[name] = 0.0 if name == "aug_strength" and probe else _suggest(trial, name, distribution)
+        return config
 
 
 def _suggest(trial: optuna.Trial, name: str, d: BaseDistribution) -> object:
@@ -65,15 +66,14 @@ def baseline_points(backbones: Sequence[str], trials: int, pretrained: Collectio
     """One known-good recipe per backbone, evaluated first, in the order given (most promising first): a pretrained
     backbone's linear probe (seconds on cached features), or, for a randomly initialised one, training it whole
     (its features are no probe's); at most half of the trials, so that TPE keeps the rest."""
-    recipe = {"weight_decay": 1e-4, "batch_size": 32, "label_smoothing": 0.1, "dropout": 0.1}
     probe = {"freeze_depth": MAX_FREEZE_DEPTH, "lr": 3e-3}
     whole = {"freeze_depth": 0, "aug_strength": 0.3, "lr": 1e-3}
-    points = [{"backbone": b, **(probe if b in pretrained else whole), **recipe} for b in backbones]
+    points = [{"backbone": b, **(probe if b in pretrained else whole), **RECIPE} for b in backbones]
     return points[: trials // 2]
 
 
-class StudySearch(OptunaSearch):
-    """OptunaSearch on a persisted study that Optuna's tools read correctly:
+class StudySearch(Searcher):
+    """TPE through Optuna's public ask-and-tell, on a persisted study that Optuna's tools read correctly:
 
     - each Optuna trial names its Ray trial (user attribute ``ray_trial_id``) and where its configuration came from
       (``source``: ``warm-start``, ``recipe`` or ``sampler``);
@@ -82,53 +82,79 @@ class StudySearch(OptunaSearch):
       below the trials that ran to the end;
     - a restore fails the Optuna trials that were asked for after the last experiment snapshot (Ray Tune never ran
       them and never will).
+
+    Ray Tune saves ``save()``'s small state with each experiment snapshot; the study itself lives in ``storage``.
     """
 
-    def __init__(self, space: ConditionalSpace, max_epochs: int, points: Sequence[tuple[str, dict]] = (), **kwargs):
-        super().__init__(space, **kwargs)
-        self._max_epochs = max_epochs
-        self._reported: dict[str, int] = {}  # trial -> last epoch reported; saved and restored with the searcher
+    def __init__(
+        self,
+        space: ConditionalSpace,
+        max_epochs: int,
+        points: Sequence[tuple[str, dict]] = (),
+        *,
+        sampler: optuna.samplers.BaseSampler,
+        storage: optuna.storages.BaseStorage | None = None,
+        study_name: str = "search",
+    ):
+        super().__init__(metric=METRIC, mode=MODE)
+        self.space, self.max_epochs, self.study_name = space, max_epochs, study_name
+        self.storage = storage if storage is not None else optuna.storages.InMemoryStorage()
+        self.study = optuna.create_study(
+            study_name=study_name, storage=self.storage, sampler=sampler, direction="maximize", load_if_exists=True
+        )
+        self.state: dict[str, dict] = {"numbers": {}, "reported": {}, "told": {}}  # per Ray trial id
         for source, point in points:
-            self._ot_study.enqueue_trial(in_space(point), user_attrs={"source": source})
+            self.study.enqueue_trial(in_space(point), user_attrs={"source": source})
 
     def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            trial = self._ot_trials[trial_id]
-            trial.set_user_attr("ray_trial_id", trial_id)
-            if "source" not in trial.user_attrs:
-                trial.set_user_attr("source", "sampler")
+        trial = self.study.ask()
+        config = self.space(trial)
+        trial.set_user_attr("ray_trial_id", trial_id)
+        if "source" not in trial.user_attrs:
+            trial.set_user_attr("source", "sampler")
+        self.state["numbers"][trial_id] = trial.number
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        value, epoch = result.get(self.metric), int(result.get("epoch", 0))
-        if trial_id not in self._ot_trials or trial_id in self._completed_trials or not _finite(value):
+        value, epoch = result.get(METRIC), int(result.get("epoch", 0))
+        if trial_id not in self.state["numbers"] or trial_id in self.state["told"] or not _finite(value):
             return
-        if epoch > self._reported.get(trial_id, 0):
-            self._ot_trials[trial_id].report(float(value), epoch)
-            self._reported[trial_id] = epoch
+        if epoch > self.state["reported"].get(trial_id, 0):
+            self._trial(trial_id).report(float(value), epoch)
+            self.state["reported"][trial_id] = epoch
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self.state["told"] or trial_id not in self.state["numbers"]:
             return
         if result:  # Ray Tune hands the result that ended a trial to this method alone
             self.on_trial_result(trial_id, result)
-        value = (result or {}).get(self.metric)
+        value = (result or {}).get(METRIC)
         if error or not _finite(value):
             state, value = optuna.trial.TrialState.FAIL, None
-        elif int(result.get("epoch", 0)) < self._max_epochs:
+        elif int(result.get("epoch", 0)) < self.max_epochs:
             state, value = optuna.trial.TrialState.PRUNED, None  # Optuna keeps its last intermediate value
         else:
             state = optuna.trial.TrialState.COMPLETE
-        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
-        self._completed_trials.add(trial_id)
+        self.study.tell(self.state["numbers"][trial_id], value, state=state)
+        self.state["told"][trial_id] = state.name
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.state, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        super().restore(checkpoint_path)
-        known = {t.number for t in self._ot_trials.values()}
-        for orphan in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        with open(checkpoint_path, "rb") as f:
+            self.state = pickle.load(f)
+        known = set(self.state["numbers"].values())
+        for orphan in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if orphan.number not in known:
-                self._ot_study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+                self.study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+
+    def _trial(self, trial_id: str) -> optuna.Trial:
+        """The running Optuna trial of a Ray trial, also after a restore (through the storage's public interface)."""
+        study_id = self.storage.get_study_id_from_name(self.study_name)
+        number = self.state["numbers"][trial_id]
+        return optuna.Trial(self.study, self.storage.get_trial_id_from_study_id_trial_number(study_id, number))
 
 
 def _finite(value: object) -> bool:
@@ -155,16 +181,7 @@ def make_searcher(
             group=True,  # the space is conditional: a probe has no aug_strength
             constant_liar=True,
         )
-    return StudySearch(
-        ConditionalSpace(backbones),
-        max_epochs,
-        points,
-        metric=METRIC,
-        mode=MODE,
-        sampler=sampler,
-        storage=storage,
-        study_name="search",
-    )
+    return StudySearch(ConditionalSpace(backbones), max_epochs, points, sampler=sampler, storage=storage)
 
 
 def trial_sources(storage: str) -> dict[str, str]:

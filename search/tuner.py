@@ -1,4 +1,4 @@
-"""Ray Tune wiring: OptunaSearch (TPE) proposes, ASHA stops the weak, every epoch is checkpointed, and a search
+"""Ray Tune wiring: an Optuna study (TPE) proposes, ASHA stops the weak, every epoch is checkpointed, and a search
 killed at any point continues with ``Tuner.restore``."""
 
 from __future__ import annotations
@@ -12,80 +12,14 @@ from pathlib import Path
 import optuna
 from ray import tune
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import ASHAScheduler
 
-from datasets import DamagedFile, short
-from results import read_json, write_json
+from search.asha import make_scheduler
 from search.cluster import Resources
 from search.progress import Progress
 from search.space import METRIC, MODE, make_searcher
 from trainables import TrialSetup, train_trial
 
 FINISHED = (Trial.TERMINATED, Trial.ERROR)
-
-
-# without the file the search goes on, and ASHA compares the trials still to come with each other only
-RUNGS_FIX = "delete it and --resume again, or start the search anew with --overwrite"
-CHEAP = 0.1  # a trial whose remaining epochs cost less than this share of an average epoch runs on
-
-
-class ResumableASHA(ASHAScheduler):
-    """ASHA whose rungs survive a killed driver. Ray Tune saves the searcher with the experiment but rebuilds the
-    scheduler as it was at the start, so the rungs are mirrored to a JSON file and read back when unpickled.
-
-    A trial whose remaining epochs cost less than a tenth of the search's average epoch (a linear probe on cached
-    features beside fine-tuning trials) is not stopped: stopping it saves nothing, and TPE learns more from its
-    last epoch than from a pruned first one."""
-
-    def __init__(self, state_file: str | Path, **kwargs):
-        super().__init__(**kwargs)
-        self._state_file = str(state_file)
-        self._epoch_s: dict[str, float] = {}  # trial -> seconds per epoch so far
-
-    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        action = super().on_trial_result(tune_controller, trial, result)
-        self._save()
-        epochs = max(1, int(result.get("epoch", 1)))
-        self._epoch_s[trial.trial_id] = float(result.get("wall_s", 0.0)) / epochs
-        average = sum(self._epoch_s.values()) / len(self._epoch_s)
-        cheap = self._epoch_s[trial.trial_id] * (self._max_t - epochs) < CHEAP * average
-        return self.CONTINUE if action == self.STOP and cheap else action
-
-    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
-        super().on_trial_complete(tune_controller, trial, result)
-        self._save()
-
-    def rungs(self) -> list[list[tuple[float, dict[str, float]]]]:
-        """Per bracket, each rung's milestone and the results recorded there (trial id -> signed metric)."""
-        return [[(float(m), {t: float(v) for t, v in rec.items()}) for m, rec in b._rungs] for b in self._brackets]
-
-    def _save(self) -> None:
-        write_json(Path(self._state_file), {"rungs": self.rungs(), "stopped": self._num_stopped})
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        path = Path(self._state_file)
-        saved = read_json(path, RUNGS_FIX)
-        if not saved:
-            return
-        try:
-            for bracket, rungs in zip(self._brackets, saved["rungs"], strict=True):
-                bracket._rungs = [(float(milestone), dict(recorded)) for milestone, recorded in rungs]
-            self._num_stopped = int(saved["stopped"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DamagedFile(path, short(e), RUNGS_FIX) from None
-
-
-def make_scheduler(max_epochs: int, state_file: str | Path) -> ResumableASHA:
-    """Rungs at a quarter, half and all of ``max_epochs``; at each, the lower half stops. The time is the trial's
-    own epoch count, which a restored trial continues, not Ray's iteration counter."""
-    return ResumableASHA(
-        state_file,
-        time_attr="epoch",
-        max_t=max_epochs,
-        grace_period=max(1, max_epochs // 4),
-        reduction_factor=2,
-    )
 
 
 @dataclass(frozen=True)
@@ -121,6 +55,7 @@ class Outcome:
 def run_trials(
     setup: TrialSetup,
     backbones: list[str],
+    *,
     trials: int,
     resources: Resources,
     files: SearchFiles,

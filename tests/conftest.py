@@ -79,3 +79,15 @@ def browser():
 
 def console_errors(driver) -> list[str]:
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from what a test needs: Ray, a browser or a multi-node cluster make it slow (``-m "not slow"``)."""
+    for item in items:
+        needs = set(getattr(item, "fixturenames", ()))
+        if "browser" in needs:
+            item.add_marker(pytest.mark.browser)
+        if "cluster" in needs:
+            item.add_marker(pytest.mark.cluster)
+        if needs & {"ray_cluster", "browser", "cluster"}:
+            item.add_marker(pytest.mark.slow)

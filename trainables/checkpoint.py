@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import random
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import torch
 from safetensors.torch import load, save
 from torch import nn
 
+from datasets import atomic_write
+
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
 STATE_FILE = "state.json"
@@ -22,9 +23,7 @@ STATE_FILE = "state.json"
 
 def _write(path: Path, data: bytes) -> str:
     """Write ``data`` whole or not at all; returns its SHA-256, which ``load_checkpoint`` checks."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: p.write_bytes(data))
     return hashlib.sha256(data).hexdigest()
 
 

@@ -12,17 +12,36 @@ MAX_FREEZE_DEPTH = 5
 
 
 @dataclass(frozen=True)
-class TrialConfig:
-    """One point of the search space; names match the contract's table columns."""
+class Range:
+    """Where the search samples a knob: ``low..high`` (log-uniform when ``log``) or one of ``choices``; a knob
+    without a range (the backbone) takes its choices from the command line."""
 
-    backbone: str
-    freeze_depth: int
-    aug_strength: float
-    lr: float
-    weight_decay: float
-    batch_size: int
-    label_smoothing: float
-    dropout: float = 0.0  # before the new head
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple = ()
+
+
+def knob(sampled: Range | None, recipe: object = None, default: object = dataclasses.MISSING) -> dataclasses.Field:
+    """A field of ``TrialConfig`` and a dimension of the search: its range, and the value the recipes use (None: a
+    recipe sets it per kind, probe or whole model)."""
+    return dataclasses.field(default=default, metadata={"range": sampled, "recipe": recipe})
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One point of the search space, and the space's one declaration: each field's range and recipe value (the
+    Optuna distributions, the tables' columns and the recipes are derived from these). Names match the contract's
+    table columns."""
+
+    backbone: str = knob(None)
+    freeze_depth: int = knob(Range(0, MAX_FREEZE_DEPTH))
+    aug_strength: float = knob(Range(0.0, 1.0))
+    lr: float = knob(Range(1e-4, 1e-2, log=True))  # the head's; a pretrained backbone's is a tenth (LP-FT)
+    weight_decay: float = knob(Range(1e-6, 1e-1, log=True), recipe=1e-4)
+    batch_size: int = knob(Range(choices=(16, 32, 64)), recipe=32)
+    label_smoothing: float = knob(Range(0.0, 0.2), recipe=0.1)
+    dropout: float = knob(Range(0.0, 0.5), recipe=0.1, default=0.0)  # before the new head
 
     def __post_init__(self) -> None:
         if not 0 <= self.freeze_depth <= MAX_FREEZE_DEPTH:
@@ -49,16 +68,17 @@ class TrialConfig:
         missing = sorted(set(required) - set(config))
         if unknown or missing:
             raise UsageError(f"trial config: unknown keys {unknown}, missing keys {missing}; expected {names}")
-        return cls(
-            backbone=str(config["backbone"]),
-            freeze_depth=int(config["freeze_depth"]),
-            aug_strength=float(config["aug_strength"]),
-            lr=float(config["lr"]),
-            weight_decay=float(config["weight_decay"]),
-            batch_size=int(config["batch_size"]),
-            label_smoothing=float(config["label_smoothing"]),
-            dropout=float(config.get("dropout", 0.0)),
-        )
+        return cls(**{f.name: CASTS[f.type](config[f.name]) for f in dataclasses.fields(cls) if f.name in config})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+CASTS = {"str": str, "int": int, "float": float}  # a field's annotation (a string: postponed annotations) -> its cast
+KNOBS = tuple(f.name for f in dataclasses.fields(TrialConfig))
+RECIPE = {f.name: f.metadata["recipe"] for f in dataclasses.fields(TrialConfig) if f.metadata["recipe"] is not None}
+
+
+def knob_range(name: str) -> Range | None:
+    """The range the search samples ``name`` from."""
+    return next(f.metadata["range"] for f in dataclasses.fields(TrialConfig) if f.name == name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from datasets import DataCache
+from datasets import DataCache, atomic_write
 from trainables.accel import to_unit
 from trainables.loop import Images, Schedule, batches, classification_metrics, optimise
 from trainables.preprocess import Preprocess
@@ -46,13 +45,14 @@ def weights_key(model: nn.Module, backbone: str) -> str:
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write the file, then its SHA-256 beside it (``NAME.sha256``): a file without a matching one is not trusted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
-    write(tmp)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    os.replace(tmp, path)  # trials racing for the same key write the same numbers
-    tmp.write_text(digest)
-    os.replace(tmp, _digest_file(path))
+    digest: list[str] = []
+
+    def written(tmp: Path) -> None:
+        write(tmp)
+        digest.append(hashlib.sha256(tmp.read_bytes()).hexdigest())
+
+    atomic_write(path, written)  # trials racing for the same key write the same numbers
+    atomic_write(_digest_file(path), lambda p: p.write_text(digest[0]))
 
 
 def _digest_file(path: Path) -> Path:

@@ -202,3 +202,12 @@ def test_an_unreachable_address_exits_2_at_once(cluster_eggs, tmp_path):
     assert proc.returncode == 2
     assert f"cannot reach a Ray cluster at --address 127.0.0.1:{port} (" in proc.stderr
     assert time.perf_counter() - start < 60, "not Ray's two minutes of retries"
+
+
+def test_the_private_ray_call_the_driver_needs_still_exists():
+    """``search.cluster.join`` re-reads Ray's configuration after setting RAY_AUTH_MODE; no public API does."""
+    from ray._raylet import Config
+
+    assert callable(getattr(Config, "initialize", None)), (
+        "ray._raylet.Config.initialize is gone: find how this Ray version re-reads RAY_AUTH_MODE after import"
+    )

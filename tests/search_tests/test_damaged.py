@@ -86,7 +86,7 @@ def test_damaged_search_state_stops_resume_with_exit_2(finished, eggs, tmp_path,
         return
     if damage is drop_a_key:  # a rungs file without its rungs: found when ASHA is restored, with the search's state
         with pytest.raises(DamagedFile, match="rungs.json is damaged"):
-            from search.tuner import make_scheduler
+            from search.asha import make_scheduler
 
             scheduler = make_scheduler(2, task / name)
             scheduler.__setstate__(scheduler.__dict__.copy())

@@ -1,10 +1,13 @@
+import random
+
 import optuna
 from ray.tune.experiment import Trial
+from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from search import make_searcher, search_space
-from search.space import BATCH_SIZES, baseline_points, trial_sources
-from search.tuner import make_scheduler
-from trainables import TrialConfig
+from search.asha import make_scheduler
+from search.space import baseline_points, trial_sources
+from trainables import TrialConfig, knob_range
 
 BACKBONES = ["resnet10t", "mobilenetv3_small_050"]
 
@@ -40,7 +43,7 @@ def test_proposals_are_valid_trial_configs_within_the_contract_ranges():
         assert cfg.backbone in BACKBONES
         assert 0 <= cfg.freeze_depth <= 5 and 0 <= cfg.aug_strength <= 1
         assert 1e-4 <= cfg.lr <= 1e-2 and 0 <= cfg.label_smoothing <= 0.2
-        assert cfg.batch_size in BATCH_SIZES
+        assert cfg.batch_size in knob_range("batch_size").choices
     probes = [c for c in configs if c["freeze_depth"] == 5]
     assert probes and all(c["aug_strength"] == 0.0 for c in probes)  # augmentation never reaches cached features
     assert any(c["aug_strength"] > 0 for c in configs if c["freeze_depth"] < 5)
@@ -93,3 +96,47 @@ def test_asha_stops_a_weak_fine_tuning_trial_but_lets_a_cheap_probe_finish(tmp_p
     assert decide(None, trials["weak"], {"epoch": 1, "val_acc": 0.8, "wall_s": 120.0}) == scheduler.STOP
     # below both at the first rung, but its three remaining epochs take a second: stopping it saves nothing
     assert decide(None, trials["probe"], {"epoch": 1, "val_acc": 0.5, "wall_s": 0.3}) == scheduler.CONTINUE
+
+
+def test_our_asha_stops_exactly_the_trials_rays_asha_stops(tmp_path):
+    """Ray's scheduler keeps its rungs private, so the search has its own; it must decide as Ray's does."""
+    ours = make_scheduler(8, tmp_path / "rungs.json")
+    theirs = AsyncHyperBandScheduler(
+        time_attr="epoch", metric="val_acc", mode="max", max_t=8, grace_period=2, reduction_factor=2
+    )
+    ours.set_search_properties("val_acc", "max")
+    rng = random.Random(0)
+    epochs = {f"t{i}": 0 for i in range(16)}
+    trials = {name: Trial("__fake", trial_id=name, stub=True, config={}) for name in epochs}
+    for trial in trials.values():
+        ours.on_trial_add(None, trial)
+        theirs.on_trial_add(None, trial)
+    decisions = []
+    while epochs:
+        name = rng.choice(sorted(epochs))
+        epochs[name] += 1
+        result = {"epoch": epochs[name], "val_acc": rng.random(), "wall_s": 10.0 * epochs[name]}  # equal costs
+        decision = ours.on_trial_result(None, trials[name], result)
+        assert decision == theirs.on_trial_result(None, trials[name], result), (name, result)
+        decisions.append(decision)
+        if decision == ours.STOP:
+            del epochs[name]
+    assert decisions.count(ours.STOP) == 16 and ours.stopped == 16
+    assert sum(len(r) for r in ours.rungs.values()) > 16, "trials were compared at more than one rung"
+
+
+def test_the_space_the_tables_and_the_recipes_come_from_trialconfig_alone():
+    from results import CONFIG_COLUMNS
+    from trainables import KNOBS, RECIPE
+
+    space = search_space(BACKBONES)
+    assert list(space) == list(KNOBS) == CONFIG_COLUMNS
+    for name, value in RECIPE.items():
+        r = knob_range(name)
+        assert value in r.choices if r.choices else r.low <= value <= r.high, (
+            f"the recipe's {name} is outside its range"
+        )
+    # a search started before the declaration moved here still resumes: its signature holds these
+    assert repr(space["lr"]) == "FloatDistribution(high=0.01, log=True, low=0.0001, step=None)"
+    assert repr(space["freeze_depth"]) == "IntDistribution(high=5, log=False, low=0, step=1)"
+    assert repr(space["batch_size"]) == "CategoricalDistribution(choices=(16, 32, 64))"
