@@ -4,6 +4,8 @@ a damaged file the project wrote itself."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+__all__ = ["DamagedFile", "UsageError", "reading", "short"]
+
 
 class UsageError(ValueError):
     """Bad arguments or bad data; the message names the bad value and the fix."""

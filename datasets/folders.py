@@ -11,6 +11,8 @@ import numpy as np
 
 from datasets.errors import UsageError
 
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "SPLITS", "SPLIT_ALIASES", "scan_folder", "split_map"]
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 SPLIT_ALIASES = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
@@ -139,6 +141,23 @@ def scan_folder(
         layout = "train/val/test" if {"val", "test"} <= set(per_split) else "/".join(sorted(per_split))
     else:
         per_split, layout = {"all": _class_files(root, skipped)}, "class-folders"
+    names = _class_names(per_split, split_dirs, root)
+    files = {s: [(path, names.index(c)) for c in names for path in found[c]] for s, found in per_split.items()}
+    carve = [s for s in ("val", "test") if s not in files]
+    if carve:
+        _carve(files, carve, root, keep, seed, {"val": val_fraction, "test": test_fraction})
+    return ImageFolder(
+        root=root,
+        layout=layout,
+        classes=tuple(names),
+        files={s: files[s] for s in SPLITS},
+        skipped=skipped,
+        made_splits=tuple(carve),
+    )
+
+
+def _class_names(per_split: dict[str, dict[str, list[str]]], split_dirs: dict[str, Path], root: Path) -> list[str]:
+    """The classes, sorted; every split must have the same ones, and there must be two at least."""
     names = sorted(per_split.get("train", per_split.get("all", {})))
     for split, found in per_split.items():
         if sorted(found) != names:
@@ -152,32 +171,27 @@ def scan_folder(
             f"{root} has {len(names)} class folder(s); a classifier needs at least two "
             "(layout: DIR/CLASS/* or DIR/{train,valid,test}/CLASS/*)"
         )
+    return names
 
-    def flat(found: dict[str, list[str]]) -> list[tuple[str, int]]:
-        return [(path, names.index(c)) for c in names for path in found[c]]
 
-    files = {s: flat(found) for s, found in per_split.items()}
-    carve = [s for s in ("val", "test") if s not in files]
-    if carve and keep:
-        items = files.pop("all" if "all" in files else "train")
+def _carve(
+    files: dict[str, list[tuple[str, int]]],
+    carve: list[str],
+    root: Path,
+    keep: dict[str, str] | None,
+    seed: int,
+    fractions: dict[str, float],
+) -> None:
+    """Make the ``carve`` splits (val, test) from train (or all): as ``keep`` lists them, else stratified."""
+    items = files.pop("all" if "all" in files else "train")
+    if keep:
         for split in ("train", *carve):  # files new since the stored split join train: no test image leaks
             files[split] = [it for it in items if keep.get(os.path.relpath(it[0], root), "train") == split]
-    elif carve:
-        source = "all" if "all" in files else "train"
-        items = files.pop(source)
-        labels = np.array([y for _, y in items])
-        fractions = {"val": val_fraction, "test": test_fraction}
-        parts = _split_indices(labels, (1 - sum(fractions[s] for s in carve), *(fractions[s] for s in carve)), seed)
-        for split, idx in zip(("train", *carve), parts, strict=True):
-            files[split] = [items[i] for i in idx]
-    return ImageFolder(
-        root=root,
-        layout=layout,
-        classes=tuple(names),
-        files={s: files[s] for s in SPLITS},
-        skipped=skipped,
-        made_splits=tuple(carve),
-    )
+        return
+    labels = np.array([y for _, y in items])
+    parts = _split_indices(labels, (1 - sum(fractions[s] for s in carve), *(fractions[s] for s in carve)), seed)
+    for split, idx in zip(("train", *carve), parts, strict=True):
+        files[split] = [items[i] for i in idx]
 
 
 def split_map(folder: ImageFolder) -> dict[str, str]:

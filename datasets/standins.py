@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+__all__ = ["COLOURS", "EQUIPMENT", "FACES", "FIELDS", "SPORTS", "render_face", "render_sport"]
+
 FIELDS = {
     "grass": (60, 140, 60),
     "clay": (190, 100, 60),
@@ -70,39 +72,16 @@ def render_sport(seed: tuple[int, ...], label: int, size: int = 64) -> Image.Ima
     return _noise(rng, img.resize((size, size), Image.LANCZOS), 4)
 
 
-def render_face(seed: tuple[int, ...], label: int, size: int = 64) -> Image.Image:
-    """A face drawn as anime (huge eyes, flat colour), cartoon (thick outlines) or human (shading, photo noise)."""
-    rng = np.random.default_rng(list(seed))
-    style = FACES[label]
-    big = size * 2
-    bg = tuple(int(c) for c in rng.integers(40, 230, 3))
-    img = Image.new("RGB", (big, big), bg)
-    draw = ImageDraw.Draw(img)
-    cx, cy = big * rng.uniform(0.42, 0.58), big * rng.uniform(0.45, 0.58)
-    w, h = big * rng.uniform(0.24, 0.32), big * rng.uniform(0.3, 0.38)
-    hair = tuple(int(c) for c in rng.integers(0, 255, 3))
-    if style == "human":
-        hair = _jitter(rng, [(30, 25, 20), (90, 60, 35), (200, 170, 110), (130, 60, 30)][int(rng.integers(4))])
-    skin = _jitter(rng, [(250, 225, 210), (225, 180, 140), (160, 110, 80), (95, 65, 45)][int(rng.integers(4))])
-    outline = {"anime": (60, 40, 40), "cartoon": (0, 0, 0), "human": None}[style]
-    width = {"anime": 2, "cartoon": 6, "human": 0}[style]
-    draw.ellipse([cx - w * 1.1, cy - h * 1.15, cx + w * 1.1, cy + h * 0.3], fill=hair)
-    if style == "anime":  # narrow pointed chin
-        draw.polygon(
-            [
-                (cx - w, cy - h * 0.3),
-                (cx + w, cy - h * 0.3),
-                (cx + w * 0.7, cy + h * 0.5),
-                (cx, cy + h),
-                (cx - w * 0.7, cy + h * 0.5),
-            ],
-            fill=skin,
-            outline=outline,
-            width=width,
-        )
-        draw.ellipse([cx - w, cy - h, cx + w, cy + h * 0.2], fill=skin)
-    else:
-        draw.ellipse([cx - w, cy - h, cx + w, cy + h], fill=skin, outline=outline, width=width)
+def _eyes_and_mouth(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    style: str,
+    face: tuple[float, float, float, float],
+    hair: tuple[int, ...],
+    skin: tuple[int, ...],
+) -> None:
+    """The eyes and mouth of a ``style`` face centred at ``face`` (centre, half width, half height)."""
+    cx, cy, w, h = face
     eye_y, eye_dx = cy - h * 0.05, w * 0.45
     for side in (-1, 1):
         ex = cx + side * eye_dx
@@ -145,6 +124,42 @@ def render_face(seed: tuple[int, ...], label: int, size: int = 64) -> Image.Imag
             [(cx, cy + h * 0.05), (cx - w * 0.05, cy + h * 0.25)], fill=tuple(int(c * 0.75) for c in skin), width=2
         )
         draw.chord([cx - w * 0.3, mouth_y - h * 0.08, cx + w * 0.3, mouth_y + h * 0.08], 0, 180, fill=(170, 90, 90))
+
+
+def render_face(seed: tuple[int, ...], label: int, size: int = 64) -> Image.Image:
+    """A face drawn as anime (huge eyes, flat colour), cartoon (thick outlines) or human (shading, photo noise)."""
+    rng = np.random.default_rng(list(seed))
+    style = FACES[label]
+    big = size * 2
+    bg = tuple(int(c) for c in rng.integers(40, 230, 3))
+    img = Image.new("RGB", (big, big), bg)
+    draw = ImageDraw.Draw(img)
+    cx, cy = big * rng.uniform(0.42, 0.58), big * rng.uniform(0.45, 0.58)
+    w, h = big * rng.uniform(0.24, 0.32), big * rng.uniform(0.3, 0.38)
+    hair = tuple(int(c) for c in rng.integers(0, 255, 3))
+    if style == "human":
+        hair = _jitter(rng, [(30, 25, 20), (90, 60, 35), (200, 170, 110), (130, 60, 30)][int(rng.integers(4))])
+    skin = _jitter(rng, [(250, 225, 210), (225, 180, 140), (160, 110, 80), (95, 65, 45)][int(rng.integers(4))])
+    outline = {"anime": (60, 40, 40), "cartoon": (0, 0, 0), "human": None}[style]
+    width = {"anime": 2, "cartoon": 6, "human": 0}[style]
+    draw.ellipse([cx - w * 1.1, cy - h * 1.15, cx + w * 1.1, cy + h * 0.3], fill=hair)
+    if style == "anime":  # narrow pointed chin
+        draw.polygon(
+            [
+                (cx - w, cy - h * 0.3),
+                (cx + w, cy - h * 0.3),
+                (cx + w * 0.7, cy + h * 0.5),
+                (cx, cy + h),
+                (cx - w * 0.7, cy + h * 0.5),
+            ],
+            fill=skin,
+            outline=outline,
+            width=width,
+        )
+        draw.ellipse([cx - w, cy - h, cx + w, cy + h * 0.2], fill=skin)
+    else:
+        draw.ellipse([cx - w, cy - h, cx + w, cy + h], fill=skin, outline=outline, width=width)
+    _eyes_and_mouth(draw, rng, style, (cx, cy, w, h), hair, skin)
     if style == "human":  # soft light across the face, a blurred photo, sensor noise
         yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
         light = 1 - 0.35 * np.clip(((xx - cx) * rng.choice([-1, 1]) / w + 1) / 2, 0, 1)

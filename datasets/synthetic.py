@@ -18,6 +18,8 @@ from datasets.errors import UsageError
 from datasets.files import atomic_folder, atomic_write
 from datasets.standins import FACES, SPORTS, render_face, render_sport
 
+__all__ = ["DEMO_SIZES", "GENERATOR_VERSION", "RENDER", "STANDINS", "StandIn", "make_demo_dataset", "render_egg"]
+
 GENERATOR_VERSION = 8
 RENDER = 2  # supersampling factor: shapes are drawn at RENDER x size, then downsampled (anti-aliasing)
 
@@ -102,6 +104,46 @@ def _crack(
             draw.line(branch, fill=colour, width=max(1, width - RENDER) + extra)
 
 
+def _break(
+    canvas: Image.Image,
+    mask: Image.Image,
+    rng: np.random.Generator,
+    on_egg: Callable[[float], tuple[float, float]],
+    shape: tuple[float, float, float, float, float],
+    big: int,
+) -> Image.Image:
+    """Cracks, a chipped hole and (sometimes) spilled yolk on the egg ``shape`` (centre, semi-axes, angle)."""
+    cx, cy, a, b, theta = shape
+    chosen = [kind for kind, p in (("crack", 0.8), ("chip", 0.45), ("yolk", 0.2)) if rng.random() < p]
+    if "crack" not in chosen and "chip" not in chosen:
+        chosen.append(("crack", "chip")[int(rng.integers(2))])
+    dark = tuple(int(c) for c in rng.uniform(20, 70, 3)) + (255,)
+    damage = Image.new("RGBA", (big, big), (0, 0, 0, 0))  # cracks and chips stay on the shell
+    damage_draw = ImageDraw.Draw(damage)
+    if "crack" in chosen:
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = on_egg(0.5)
+            _crack(damage_draw, rng, x, y, a * rng.uniform(0.9, 1.5), int(rng.integers(3, 6)) * RENDER, dark)
+    if "chip" in chosen:
+        phi = rng.uniform(0, 2 * np.pi)
+        ex = cx + 0.85 * a * np.cos(phi) * np.cos(theta) - 0.85 * b * np.sin(phi) * np.sin(theta)
+        ey = cy + 0.85 * a * np.cos(phi) * np.sin(theta) + 0.85 * b * np.sin(phi) * np.cos(theta)
+        r = a * rng.uniform(0.28, 0.42)
+        _blob(damage_draw, rng, ex, ey, r * 1.15, (235, 228, 210, 255))
+        _blob(damage_draw, rng, ex, ey, r, dark)
+    alpha = np.minimum(np.asarray(damage.getchannel("A")), np.asarray(mask))
+    damage.putalpha(Image.fromarray(alpha))
+    canvas.paste(damage, (0, 0), damage)
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    if "yolk" in chosen:
+        x, y = on_egg(0.9)
+        r = a * rng.uniform(0.25, 0.4)
+        _blob(draw, rng, x, y, r * 1.5, (250, 245, 220, 110))  # albumen
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(245, int(rng.integers(150, 200)), 20, 255))
+        draw.ellipse([x - r * 0.3, y - r * 0.5, x, y - r * 0.2], fill=(255, 250, 220, 180))
+    return canvas
+
+
 def render_egg(seed: tuple[int, ...], broken: bool, size: int = 128) -> Image.Image:
     """One egg photo-like image; the same seed always gives the same pixels."""
     rng = np.random.default_rng(list(seed))
@@ -148,33 +190,7 @@ def render_egg(seed: tuple[int, ...], broken: bool, size: int = 128) -> Image.Im
         draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=(235, int(rng.integers(150, 200)), 30, 255))
 
     if broken:
-        chosen = [kind for kind, p in (("crack", 0.8), ("chip", 0.45), ("yolk", 0.2)) if rng.random() < p]
-        if "crack" not in chosen and "chip" not in chosen:
-            chosen.append(("crack", "chip")[int(rng.integers(2))])
-        dark = tuple(int(c) for c in rng.uniform(20, 70, 3)) + (255,)
-        damage = Image.new("RGBA", (big, big), (0, 0, 0, 0))  # cracks and chips stay on the shell
-        damage_draw = ImageDraw.Draw(damage)
-        if "crack" in chosen:
-            for _ in range(int(rng.integers(1, 4))):
-                x, y = on_egg(0.5)
-                _crack(damage_draw, rng, x, y, a * rng.uniform(0.9, 1.5), int(rng.integers(3, 6)) * RENDER, dark)
-        if "chip" in chosen:
-            phi = rng.uniform(0, 2 * np.pi)
-            ex = cx + 0.85 * a * np.cos(phi) * np.cos(theta) - 0.85 * b * np.sin(phi) * np.sin(theta)
-            ey = cy + 0.85 * a * np.cos(phi) * np.sin(theta) + 0.85 * b * np.sin(phi) * np.cos(theta)
-            r = a * rng.uniform(0.28, 0.42)
-            _blob(damage_draw, rng, ex, ey, r * 1.15, (235, 228, 210, 255))
-            _blob(damage_draw, rng, ex, ey, r, dark)
-        alpha = np.minimum(np.asarray(damage.getchannel("A")), np.asarray(mask))
-        damage.putalpha(Image.fromarray(alpha))
-        canvas.paste(damage, (0, 0), damage)
-        draw = ImageDraw.Draw(canvas, "RGBA")
-        if "yolk" in chosen:
-            x, y = on_egg(0.9)
-            r = a * rng.uniform(0.25, 0.4)
-            _blob(draw, rng, x, y, r * 1.5, (250, 245, 220, 110))  # albumen
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=(245, int(rng.integers(150, 200)), 20, 255))
-            draw.ellipse([x - r * 0.3, y - r * 0.5, x, y - r * 0.2], fill=(255, 250, 220, 180))
+        canvas = _break(canvas, mask, rng, on_egg, (cx, cy, a, b, theta), big)
 
     out = canvas.resize((size, size), Image.LANCZOS)
     gain = rng.uniform(0.75, 1.2)  # exposure differs from photo to photo

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from datasets.errors import UsageError
 
+__all__ = ["DEFAULT_BACKBONES", "Task", "folder_task", "get_task", "list_tasks"]
+
 
 @dataclass(frozen=True)
 class Task:

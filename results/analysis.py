@@ -10,6 +10,19 @@ import pandas as pd
 
 from results.tables import CONFIG_COLUMNS, ranked_trials
 
+__all__ = [
+    "BACKBONE_COLUMNS",
+    "PROGRESS_COLUMNS",
+    "TOP_COLUMNS",
+    "backbone_frame",
+    "family",
+    "family_frame",
+    "pareto_front",
+    "progress_frame",
+    "top_confusions",
+    "top_k_frame",
+]
+
 TOP_COLUMNS = ["rank", "trial_id", *CONFIG_COLUMNS, "val_acc", "val_macro_f1", "val_loss", "epochs_run", "wall_s"]
 BACKBONE_COLUMNS = [
     "backbone",

@@ -11,6 +11,8 @@ import pandas as pd
 from datasets.errors import DamagedFile, short
 from datasets.files import atomic_write
 
+__all__ = ["copy_tree", "read_json", "write_csv", "write_json", "write_parquet", "write_text"]
+
 
 def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))

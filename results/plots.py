@@ -13,6 +13,8 @@ import pandas as pd  # noqa: E402
 
 from results.io import atomic_write  # noqa: E402
 
+__all__ = ["MAX_MATRIX_CLASSES", "accuracy_latency", "confusion", "importance", "learning_curves", "search_progress"]
+
 MAX_MATRIX_CLASSES = 20  # above this the confusion matrix is unreadable: the top confusions are drawn instead
 
 

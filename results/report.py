@@ -12,6 +12,8 @@ import pandas as pd
 
 from results.tables import best_rows, marks, number
 
+__all__ = ["STYLE", "report_html"]
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; display: block; overflow-x: auto; }

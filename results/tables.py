@@ -13,6 +13,30 @@ import pandas as pd
 
 from trainables.config import KNOBS
 
+__all__ = [
+    "CONFIG_COLUMNS",
+    "EPOCH_COLUMNS",
+    "STATUSES",
+    "SUMMARY_COLUMNS",
+    "TRIAL_COLUMNS",
+    "best_markdown",
+    "best_rows",
+    "best_trial",
+    "epochs_frame",
+    "finished_trials",
+    "markdown_table",
+    "marks",
+    "number",
+    "ranked_trials",
+    "status_counts",
+    "stopped_early",
+    "summary_frame",
+    "summary_markdown",
+    "top_configs",
+    "trial_status",
+    "trials_frame",
+]
+
 CONFIG_COLUMNS = list(KNOBS)  # TrialConfig's fields, in its order
 EPOCH_COLUMNS = [
     "trial_id",

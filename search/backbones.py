@@ -11,6 +11,8 @@ import torch
 from datasets import UsageError
 from trainables import stage_names
 
+__all__ = ["validate_backbones"]
+
 
 def validate_backbones(names: Sequence[str]) -> list[str]:
     """The names, unchanged, if timm knows them all; otherwise an error that suggests the closest names."""

@@ -14,6 +14,8 @@ from ray import tune
 from datasets import UsageError
 from results import read_json, write_json
 
+__all__ = ["BUDGET_FILE", "MARGIN", "SEARCH_FIX", "TimeBudget", "UNITS", "parse_duration"]
+
 log = logging.getLogger(__name__)
 SEARCH_FIX = "put back the file the search wrote, or start the search anew with --overwrite"  # search.json damaged
 BUDGET_FILE = "budget.json"  # written when the budget first stops a trial or the search

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import logging
 import shlex
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from datasets import UsageError, get_task, list_tasks
 from results import best_markdown
+from search.disk import disk_full, full_disk_line
 from search.driver import SearchFailed, SearchInterrupted
 from search.options import SearchOptions
+
+__all__ = ["COMMANDS", "INTERRUPTED", "main", "search_parser"]
 
 COMMANDS = ("tasks", "report", "predict")
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -117,7 +117,7 @@ def _report_command(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     if not any(Path(args.out).glob("*/best.json")):
         raise UsageError(f"no finished search in {args.out}; run `python -m search TASK --out {args.out}` first")
-    from search.driver import write_summary
+    from search.report import write_summary
 
     print(write_summary(args.out))
     return 0
@@ -145,8 +145,8 @@ def _search_command(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     names = list_tasks() if args.tasks == ["all"] else args.tasks
     options = [_options(name, args) for name in names]
-    from search.driver import Prepared
     from search.lock import unlock_all
+    from search.prepare import Prepared
 
     try:
         prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
@@ -158,7 +158,8 @@ def _search_command(argv: Sequence[str]) -> int:
 
 def _run_searches(parser: argparse.ArgumentParser, args: argparse.Namespace, prepared: list) -> int:
     from search.cluster import ray_session
-    from search.driver import run_task, write_summary
+    from search.driver import run_task
+    from search.report import write_summary
 
     for item in prepared:
         if item.done:
@@ -222,45 +223,6 @@ def _options(name: str, args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(task=name, **{k: v for k, v in vars(args).items() if k in fields})
 
 
-FULL = (errno.ENOSPC, errno.EDQUOT)
-FULL_TEXTS = ("No space left on device", "database or disk is full", "Disk quota exceeded")
-
-
-def disk_full(error: BaseException) -> bool:
-    """Whether a write failed for lack of space, anywhere in the chain of exceptions (Ray, SQLite and pyarrow each
-    wrap the operating system's error, some only in their message)."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in FULL:
-            return True
-        if any(text in str(error) for text in FULL_TEXTS):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def full_disk_line(argv: Sequence[str]) -> str:
-    """Which of the places the search writes to has the least space left, named with the option that moves it."""
-    from datasets import default_cache_root
-
-    known, _ = search_parser().parse_known_args(["TASK", *(a for a in argv if a not in COMMANDS)])
-    places = {"--out": known.out, "the cache (SEARCH_CACHE)": default_cache_root(), "TMPDIR": tempfile.gettempdir()}
-    if known.storage and "://" not in known.storage:
-        places["--storage"] = known.storage
-    free = {}
-    for option, place in places.items():
-        path = Path(place).expanduser().absolute()
-        while not path.exists():
-            path = path.parent
-        free[option] = (shutil.disk_usage(path).free, path)
-    option, (left, path) = min(free.items(), key=lambda item: item[1][0])
-    return (
-        f"the disk is full: {path} ({option}) has {left / 2**20:.1f} MB free; what was written before stays whole. "
-        f"Free space there or move {option} elsewhere, then continue with --resume"
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input exits 2 with one line, a failed search exits 1, Ctrl-C exits 130 with the
     command that continues."""
@@ -283,5 +245,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: the search failed: {e}", file=sys.stderr)
                 return 1
             raise
-        print(f"error: {full_disk_line(argv)}", file=sys.stderr)
+        known, _ = search_parser().parse_known_args(["TASK", *(a for a in argv if a not in COMMANDS)])
+        print(f"error: {full_disk_line(known.out, known.storage)}", file=sys.stderr)
         return 1

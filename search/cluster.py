@@ -18,6 +18,22 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from datasets import UsageError
 
+__all__ = [
+    "DASHBOARD_PORT",
+    "LOOPBACK",
+    "Resources",
+    "TOKEN_HELP",
+    "WORKER_ENV",
+    "check_shared_storage",
+    "free_port",
+    "join",
+    "node_resources",
+    "plan_resources",
+    "ray_session",
+]
+
+log = logging.getLogger(__name__)
+
 LOOPBACK = "127.0.0.1"
 DASHBOARD_PORT = 8265  # Ray's default
 # A worker goes to the next trial only if the last trial's thread ends within this many seconds of its stop (Ray's
@@ -64,9 +80,7 @@ def free_port(port: int) -> int:
         except OSError:
             probe.bind((LOOPBACK, 0))
             chosen = probe.getsockname()[1]
-    logging.getLogger(__name__).warning(
-        "port %d is taken (another search's dashboard?); the dashboard uses %d", port, chosen
-    )
+    log.warning("port %d is taken (another search's dashboard?); the dashboard uses %d", port, chosen)
     return chosen
 
 

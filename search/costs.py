@@ -8,6 +8,8 @@ import time
 import timm
 import torch
 
+__all__ = ["backbone_costs"]
+
 
 @torch.no_grad()
 def backbone_costs(backbones: list[str], num_classes: int, image_size: int, repeats: int = 10) -> dict[str, dict]:

@@ -23,6 +23,18 @@ from datasets import (
 )
 from results import read_json, write_json
 
+__all__ = [
+    "DATA_ENV",
+    "SPLIT_SEED",
+    "TaskData",
+    "data_locations",
+    "download",
+    "find_data",
+    "how_to_get",
+    "prepare",
+    "resolve_task",
+]
+
 DATA_ENV = "SEARCH_DATA"  # a root holding one folder per task
 SPLIT_SEED = 0  # fixed, so that searches with different --seed compare on the same split
 

@@ -5,51 +5,57 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import statistics
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
-from pathlib import Path
 
 import pandas as pd
 import ray
 import torch
 
-from datasets import DamagedFile, UsageError, cache_files, reading, report_line
+from datasets import cache_files
 from results import (
     CONFIG_COLUMNS,
     best_markdown,
     best_trial,
     copy_tree,
     epochs_frame,
-    read_json,
     status_counts,
-    summary_frame,
-    summary_markdown,
-    top_configs,
     trials_frame,
-    write_csv,
     write_json,
     write_parquet,
     write_text,
 )
-from search.backbones import validate_backbones
 from search.budget import BUDGET_FILE, TimeBudget
 from search.cluster import Resources, check_shared_storage, node_resources, plan_resources
 from search.costs import backbone_costs
-from search.data import prepare, resolve_task
-from search.lock import lock_task
-from search.options import ResolvedOptions, SearchOptions
+from search.options import ResolvedOptions
 from search.packing import packing_warnings
+from search.prepare import Prepared
 from search.report import write_task_report
-from search.resume import SEARCH_FILE, check_existing, discard_search, finished_record, search_record
-from search.retrain import run_retrains, save_model
+from search.resume import SEARCH_FILE, discard_search, search_record
+from search.retrain import retrain_scale, retrain_summary, run_retrains, save_model
 from search.screen import kept_backbones, screen_backbones
-from search.space import baseline_points, search_space, trial_sources
-from search.tuner import Outcome, SearchFiles, run_trials
-from search.weights import resolve_weights
+from search.space import baseline_points, trial_sources
+from search.tuner import Outcome, run_trials
 from trainables import TrialSetup, knob_range
+
+__all__ = [
+    "PACKAGES",
+    "Plan",
+    "SearchFailed",
+    "SearchInterrupted",
+    "best_record",
+    "plan_search",
+    "retrain_best",
+    "run_task",
+    "start_folder",
+    "versions",
+    "warn_packing",
+    "write_results",
+    "write_trial_tables",
+]
 
 log = logging.getLogger(__name__)
 PACKAGES = ("ray", "optuna", "timm", "torch", "torchvision", "pandas", "pyarrow", "numpy")
@@ -65,52 +71,6 @@ class SearchFailed(RuntimeError):
 
 class SearchInterrupted(RuntimeError):
     """Ctrl-C ended the search early; its state and the tables of what finished are kept for ``--resume``."""
-
-
-class Prepared:
-    """Everything checked and loaded before Ray starts: bad input fails here, with nothing started."""
-
-    def __init__(self, options: SearchOptions):
-        started = time.perf_counter()
-        out = Path(options.out).expanduser().resolve() / resolve_task(options.task).name
-        lock_task(out)  # before any check: a running search is named at once, whatever the flags
-        self.data = prepare(
-            options.task,
-            options.data,
-            options.demo,
-            options.requested_image_size(),
-            fetch=options.download,
-            split_file=out / "split.json",
-        )
-        report = self.data.cache.report()
-        log.info("%s: %s", self.data.task.name, report_line(report))
-        for warning in report.get("warnings", []):
-            log.warning("%s: %s", self.data.task.name, warning)
-        self.options: ResolvedOptions = options.for_task(self.data.task)
-        validate_backbones(list(self.options.backbones))
-        self.warm_points = warm_start_points(options.warm_start, self.options.backbones, self.options.trials)
-        self.weights = resolve_weights(list(self.options.backbones), self.options.pretrained, self.options.weights)
-        self.files = SearchFiles.under(self.options.task_dir, self.options.storage, self.data.task.name)
-        self.signature = {
-            "task": self.data.task.name,
-            "data_fingerprint": self.data.cache.fingerprint,
-            "image_size": self.options.image_size,
-            "backbones": list(self.options.backbones),
-            "trials": self.options.trials,
-            "max_epochs": self.options.max_epochs,
-            "seed": self.options.seed,
-            "pretrained": {b: p.state_dict is not None for b, p in self.weights.items()},
-            # what trials do with the space changed with LP-FT (fitted heads, two learning rates): older searches'
-            # checkpoints do not fit it
-            "space": {**{k: repr(v) for k, v in search_space(self.options.backbones).items()}, "training": "lp-ft"},
-            "prescreen": self.options.prescreen,
-            "time_budget_s": self.options.time_budget_s,
-        }
-        check_existing(self.options, self.files, self.signature)
-        self.done = finished_record(self.options)
-        self.seconds = time.perf_counter() - started  # decoding and weights: part of a --time-budget
-        if self.done:
-            log.info("%s: this search already finished (--retrain-again repeats the retrain)", self.data.task.name)
 
 
 def warn_packing(opts: ResolvedOptions, resources: Resources) -> None:
@@ -320,64 +280,6 @@ def write_results(
         )
 
 
-def retrain_scale(sizes: dict[str, int], opts: ResolvedOptions, resources: Resources) -> float:
-    """The retrain's cost against one trial's epochs of the same configuration: more images and each seed, on a
-    whole node's CPUs (measured here: 2 threads alone ran 2.5-3x faster than 1 beside another trial; counted as
-    linear). A GPU trial's share is not counted as slower than the whole GPU."""
-    if not opts.retrain:
-        return 0.0
-    speedup = 1.0 if resources.gpus_per_trial else max(1.0, resources.retrain_cpus / resources.cpus_per_trial)
-    return (sizes["train"] + sizes["val"]) / sizes["train"] * opts.retrain_seeds / speedup
-
-
-def retrain_summary(runs: list[dict]) -> dict:
-    """best.json's test fields: the mean over the seeds' retrains (and their spread when there are several); the
-    confusion matrix and ``model_test_acc`` are the saved model's (the first seed's)."""
-    accuracy = [r["test_acc"] for r in runs]
-    f1 = [r["test_macro_f1"] for r in runs]
-    return {
-        "test_acc": statistics.mean(accuracy),
-        "test_macro_f1": statistics.mean(f1),
-        "test_loss": statistics.mean(r["test_loss"] for r in runs),
-        "test_acc_std": statistics.stdev(accuracy) if len(runs) > 1 else 0.0,
-        "test_macro_f1_std": statistics.stdev(f1) if len(runs) > 1 else 0.0,
-        "retrain_seeds": len(runs),
-        "test_acc_per_seed": accuracy,
-        "model_test_acc": runs[0]["test_acc"],
-        "test_confusion": runs[0]["confusion"],
-        "retrain_wall_s": sum(r["wall_s"] for r in runs),
-    }
-
-
-def warm_start_points(source: str | None, backbones: tuple[str, ...], trials: int) -> list[dict]:
-    """The best configurations of an earlier search (OUT/TASK) whose backbones this search has."""
-    if source is None:
-        return []
-    path = Path(source).expanduser() / "trials.parquet"
-    if not path.is_file():
-        raise UsageError(f"--warm-start {source}: no trials.parquet there; give a finished search's OUT/TASK folder")
-    with reading(path, "point --warm-start at another finished search, or leave it out"):
-        return top_configs(pd.read_parquet(path), k=max(1, trials // 4), backbones=backbones)
-
-
 def _plain(value: object) -> object:
     """numpy scalars from a pandas row as plain Python values, for JSON and for the trainable."""
     return value.item() if hasattr(value, "item") else value
-
-
-def write_summary(out: str | Path) -> str:
-    """Rewrite OUT/summary.md and summary.csv from every task's best.json; returns the markdown."""
-    out = Path(out).expanduser().resolve()
-    bests = []
-    for path in sorted(out.glob("*/best.json")):
-        try:
-            bests.append(
-                read_json(path, f"rewrite it with `python -m search {path.parent.name} --resume --retrain-again`")
-            )
-        except DamagedFile as e:  # the other tasks' rows still count
-            log.error("%s", e)
-    summary = summary_frame(bests)
-    markdown = summary_markdown(summary)
-    write_csv(out / "summary.csv", summary)
-    write_text(out / "summary.md", markdown)
-    return markdown

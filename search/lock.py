@@ -14,6 +14,8 @@ from typing import IO
 
 from datasets import UsageError
 
+__all__ = ["LOCK_FILE", "lock_task", "unlock_all"]
+
 LOCK_FILE = ".lock"
 log = logging.getLogger(__name__)
 _held: dict[

@@ -9,6 +9,8 @@ from pathlib import Path
 from datasets import Task, UsageError
 from search.weights import MODES
 
+__all__ = ["DEMO", "REAL", "ResolvedOptions", "SearchOptions"]
+
 DEMO = {"trials": 12, "max_epochs": 8, "image_size": 64, "pretrained": "auto"}
 REAL = {"trials": 30, "max_epochs": 10, "pretrained": "required"}
 

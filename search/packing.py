@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+__all__ = ["GPU_MEMORY_MIB", "PROCESS_MIB", "estimate_mib", "packing_warnings"]
+
 # backbone: (fixed MiB, MiB per image at 224 px) for full fine-tuning with bf16 autocast and AdamW; measured by
 # benchmarks/memory_table.py (2026-11-28). A frozen backbone needs less: no gradients or optimiser state for it.
 GPU_MEMORY_MIB = {

@@ -11,8 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from datasets import UsageError, reading
-from datasets.cache import decode
+from datasets.decode import decode
 from trainables import Preprocess
+
+__all__ = ["SavedModel", "predict_lines"]
 
 
 @dataclass

@@ -12,6 +12,8 @@ from ray.tune.experiment import Trial
 from results import stopped_early
 from search.space import METRIC
 
+__all__ = ["Progress"]
+
 log = logging.getLogger("search.progress")
 
 

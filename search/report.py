@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from datasets import DamagedFile
 from results import (
     accuracy_latency,
     backbone_frame,
@@ -17,13 +18,19 @@ from results import (
     learning_curves,
     markdown_table,
     progress_frame,
+    read_json,
     report_html,
     search_progress,
+    summary_frame,
+    summary_markdown,
     top_confusions,
     top_k_frame,
+    write_csv,
     write_parquet,
     write_text,
 )
+
+__all__ = ["MIN_TRIALS_FOR_IMPORTANCE", "param_importances", "write_summary", "write_task_report"]
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +81,21 @@ def write_task_report(
         )
     write_text(out / "report.html", report_html(best, tables, plots, data))
     return plots
+
+
+def write_summary(out: str | Path) -> str:
+    """Rewrite OUT/summary.md and summary.csv from every task's best.json; returns the markdown."""
+    out = Path(out).expanduser().resolve()
+    bests = []
+    for path in sorted(out.glob("*/best.json")):
+        try:
+            bests.append(
+                read_json(path, f"rewrite it with `python -m search {path.parent.name} --resume --retrain-again`")
+            )
+        except DamagedFile as e:  # the other tasks' rows still count
+            log.error("%s", e)
+    summary = summary_frame(bests)
+    markdown = summary_markdown(summary)
+    write_csv(out / "summary.csv", summary)
+    write_text(out / "summary.md", markdown)
+    return markdown

@@ -16,6 +16,8 @@ from search.options import ResolvedOptions
 from search.space import trial_sources
 from search.tuner import SearchFiles
 
+__all__ = ["SEARCH_FILE", "SIGNATURE_FLAGS", "check_existing", "discard_search", "finished_record", "search_record"]
+
 SEARCH_FILE = "search.json"  # what defines the search, checked by --resume; and the time it has run so far
 SIGNATURE_FLAGS = {
     "task": "the task",

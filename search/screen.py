@@ -12,6 +12,8 @@ from search.cluster import Resources
 from search.tuner import error_line
 from trainables import TrialSetup, screen_backbone
 
+__all__ = ["kept_backbones", "screen_backbones"]
+
 log = logging.getLogger(__name__)
 
 

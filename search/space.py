@@ -13,6 +13,19 @@ from ray.tune.search import Searcher
 
 from trainables import KNOBS, MAX_FREEZE_DEPTH, RECIPE, Range, knob_range
 
+__all__ = [
+    "ConditionalSpace",
+    "METRIC",
+    "MODE",
+    "SOURCES",
+    "StudySearch",
+    "baseline_points",
+    "in_space",
+    "make_searcher",
+    "search_space",
+    "trial_sources",
+]
+
 METRIC, MODE = "val_acc", "max"
 SOURCES = ("warm-start", "recipe", "sampler")  # where a trial's configuration came from: trials.parquet's source
 

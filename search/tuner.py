@@ -19,6 +19,8 @@ from search.progress import Progress
 from search.space import METRIC, MODE, make_searcher
 from trainables import TrialSetup, train_trial
 
+__all__ = ["FINISHED", "Outcome", "SearchFiles", "error_line", "run_trials"]
+
 FINISHED = (Trial.TERMINATED, Trial.ERROR)
 
 

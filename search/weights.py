@@ -18,6 +18,8 @@ import torch
 
 from datasets import UsageError, reading
 
+__all__ = ["MODES", "Pretrained", "fill_command", "resolve_one", "resolve_weights"]
+
 log = logging.getLogger(__name__)
 MODES = ("required", "auto", "off")
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+__all__ = ["Accel", "to_unit"]
+
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     """uint8 images as float32 in 0..1, on the device they are on."""

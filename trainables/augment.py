@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+__all__ = ["MAX_COLOUR", "MAX_ROTATION_DEG", "MAX_SHIFT", "MAX_ZOOM", "augment"]
+
 MAX_ROTATION_DEG = 25.0
 MAX_ZOOM = 0.25
 MAX_SHIFT = 0.15

@@ -16,6 +16,8 @@ from torch import nn
 
 from datasets import atomic_write
 
+__all__ = ["MODEL_FILE", "STATE_FILE", "TRAINER_FILE", "load_checkpoint", "restore_rng", "save_checkpoint"]
+
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
 STATE_FILE = "state.json"

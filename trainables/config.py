@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from datasets import UsageError
 
+__all__ = ["CASTS", "KNOBS", "MAX_FREEZE_DEPTH", "RECIPE", "Range", "TrialConfig", "knob", "knob_range"]
+
 MAX_FREEZE_DEPTH = 5
 
 

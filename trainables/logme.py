@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["MAX_ITERATIONS", "logme"]
+
 MAX_ITERATIONS = 20
 
 

@@ -17,6 +17,19 @@ from trainables.augment import augment
 from trainables.model import train_mode
 from trainables.preprocess import Preprocess
 
+__all__ = [
+    "Images",
+    "Schedule",
+    "batches",
+    "classification_metrics",
+    "evaluate",
+    "lr_at",
+    "macro_f1",
+    "optimise",
+    "steps_per_epoch",
+    "train_epoch",
+]
+
 
 class Images:
     """Several memory-mapped arrays seen as one; reading a batch copies only that batch."""

@@ -10,6 +10,8 @@ from torch import nn
 from trainables.config import MAX_FREEZE_DEPTH
 from trainables.preprocess import Preprocess
 
+__all__ = ["build_model", "freeze", "parameter_groups", "preprocessing", "stage_names", "train_mode"]
+
 
 def build_model(
     backbone: str, num_classes: int, state_dict: dict[str, torch.Tensor] | None = None, dropout: float = 0.0

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+__all__ = ["Preprocess"]
+
 
 @dataclass(frozen=True)
 class Preprocess:

@@ -24,6 +24,18 @@ from trainables.accel import to_unit
 from trainables.loop import Images, Schedule, batches, classification_metrics, optimise
 from trainables.preprocess import Preprocess
 
+__all__ = [
+    "HEAD_ITERATIONS",
+    "HEAD_L2",
+    "evaluate_features",
+    "fit_head",
+    "load_head",
+    "probe_epoch",
+    "probe_head",
+    "split_features",
+    "weights_key",
+]
+
 log = logging.getLogger(__name__)
 HEAD_L2 = 1e-3  # on standardised features: within a point of the best of 1e-4..3e-2 on real photos (README)
 HEAD_ITERATIONS = 100

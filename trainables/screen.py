@@ -14,6 +14,8 @@ from trainables.probe import evaluate_features, load_head, probe_head, split_fea
 from trainables.setup import TrialSetup, device
 from trainables.training import head_path
 
+__all__ = ["screen_backbone"]
+
 
 def screen_backbone(backbone: str, setup: TrialSetup) -> dict:
     """One frozen forward pass over train and val (cached for the trials), the train split's LogME score, and the

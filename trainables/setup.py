@@ -10,6 +10,8 @@ import torch
 
 from datasets import DataCache, local_copy
 
+__all__ = ["TrialSetup", "device"]
+
 
 @dataclass(frozen=True)
 class TrialSetup:

@@ -22,6 +22,8 @@ from trainables.preprocess import Preprocess
 from trainables.probe import evaluate_features, load_head, probe_epoch, probe_head, split_features, weights_key
 from trainables.setup import TrialSetup, device
 
+__all__ = ["BACKBONE_LR_SCALE", "HeadOnFeatures", "Run", "WholeModel", "fit", "head_path", "start"]
+
 # LP-FT: a pretrained backbone learns at a tenth of its fitted head's rate (discriminative learning rates). On
 # sports-a50 whole-model rates of 2.6e-3 and above sent fine-tuning to chance in one epoch, while 2.5e-5 to 1e-4 gave
 # the best trials; the head, already fitted, can move faster without harm
@@ -136,6 +138,15 @@ def head_path(data: DataCache, key: str, splits: tuple[str, ...]) -> Path:
     return data.path / "features" / key / f"head-{'+'.join(splits)}.safetensors"
 
 
+def _cached_features(
+    model: nn.Module, backbone: str, data: DataCache, splits: tuple[str, ...], prep: Preprocess, dev: torch.device
+) -> tuple[str, dict[str, np.ndarray]]:
+    """The frozen backbone's key and features of ``splits``, computed once per weights and data (the feature
+    cache)."""
+    key = weights_key(model, backbone)
+    return key, {s: split_features(model, data, s, key, prep, dev) for s in splits}
+
+
 def start(
     config: TrialConfig,
     setup: TrialSetup,
@@ -162,9 +173,8 @@ def start(
     warm_head = setup.feature_cache and config.freeze_depth < MAX_FREEZE_DEPTH and pretrained is not None
     features: dict[str, np.ndarray] = {}
     if on_features or (warm_head and resume is None):
-        key = weights_key(model, config.backbone)
         splits = (*train_splits, val_split) if on_features and val_split else train_splits
-        features = {s: split_features(model, data, s, key, prep, dev) for s in splits}
+        key, features = _cached_features(model, config.backbone, data, splits, prep, dev)
         train_features = np.concatenate([features[s] for s in train_splits])
         if warm_head:
             head = probe_head(train_features, train.labels, num_classes, head_path(data, key, train_splits))

@@ -26,6 +26,10 @@ from trainables.model import preprocessing
 from trainables.setup import TrialSetup, device
 from trainables.training import fit
 
+__all__ = ["free_memory", "out_of_memory", "retrain", "train_trial"]
+
+log = logging.getLogger(__name__)
+
 
 def out_of_memory(error: BaseException) -> bool:
     """A GPU (or host) allocation failed: the batch did not fit, the configuration may still be good."""
@@ -88,9 +92,7 @@ def _train_trial(config: dict, setup: TrialSetup) -> None:
             reason = str(e).splitlines()[0]
         free_memory()  # out of the except block, so the failed attempt's tensors (held by its traceback) can go
         smaller = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
-        logging.getLogger(__name__).warning(
-            "batch of %d did not fit (%s); retrying with %d", cfg.batch_size, reason, smaller.batch_size
-        )
+        log.warning("batch of %d did not fit (%s); retrying with %d", cfg.batch_size, reason, smaller.batch_size)
         fit(smaller, setup, ("train",), "val", report, load_checkpoint(latest[0]) if latest else resume)
 
 
@@ -101,7 +103,7 @@ def _read_checkpoint(checkpoint: tune.Checkpoint) -> dict | None:
         try:
             return load_checkpoint(directory)
         except Exception as e:  # safetensors, torch and json each raise their own type for a damaged file
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "the checkpoint in %s is damaged (%s); the trial starts again from its first epoch",
                 checkpoint.path,
                 short(e),

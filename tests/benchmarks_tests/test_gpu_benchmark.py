@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a benchmark process
 def test_the_gpu_benchmark_runs_every_path_on_a_cpu_and_prints_its_ratios_last():
     argv = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--backbones", "resnet10t"]
     argv += ["--image-size", "32", "--batch-size", "4", "--steps", "2", "--shares", "1,2", "--timeout", "240"]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from datasets import build_cache, scan_folder
-from datasets.cache import decode
+from datasets.decode import decode
 
 
 def _png_claiming(width: int, height: int) -> bytes:

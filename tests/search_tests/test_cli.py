@@ -35,6 +35,7 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, monkey
     assert "kaggle datasets download -d gpiosenka/sports-classification" in err
 
 
+@pytest.mark.slow  # a real process
 def test_unknown_backbone_suggests_timm_names_and_starts_nothing(tiny_eggs, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "search", str(tiny_eggs), "--backbones", "resnet81", "--out", str(tmp_path)],
@@ -69,6 +70,7 @@ def test_download_without_kaggles_client_says_how_to_get_it(tmp_path, monkeypatc
     assert "pip install kagglehub" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # decodes a dataset
 def test_warm_start_from_a_folder_without_a_search_is_refused(capsys):
     assert main(["egg", "--demo", "--warm-start", "/nonexistent/egg"]) == 2
     assert "--warm-start /nonexistent/egg: no trials.parquet there" in capsys.readouterr().err

@@ -190,6 +190,7 @@ def test_a_driver_without_the_clusters_token_is_told_how_to_get_it(cluster, clus
     ]
 
 
+@pytest.mark.slow  # a real process
 def test_an_unreachable_address_exits_2_at_once(cluster_eggs, tmp_path):
     port = _free_port()  # nothing listens there
     start = time.perf_counter()

@@ -167,6 +167,7 @@ def test_a_damaged_split_file_exits_2_and_a_deleted_one_gives_the_same_split(tmp
 # --- two processes, one task folder ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real driver process
 def test_a_second_driver_on_a_busy_task_exits_2_at_once_naming_the_first(eggs, tmp_path, capsys, caplog):
     out = tmp_path / "out"
     args = [str(eggs), "--out", str(out), *ARGS, "--max-epochs", "40"]

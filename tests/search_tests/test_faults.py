@@ -32,6 +32,8 @@ from trainables import TrialSetup, train_trial
 
 LIMIT_S = 240  # no single stage of a test may hang the suite longer than this
 
+pytestmark = pytest.mark.slow  # real driver processes killed at chosen moments
+
 
 def _wait(condition, what: str, timeout: float = LIMIT_S, process: subprocess.Popen | None = None):
     end = time.monotonic() + timeout
@@ -86,7 +88,9 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_
     def kill_during_second_epoch():
         trial_dir = _wait(lambda: next(experiment.glob("train_trial_*"), None), "the trial to start")
         first = _wait(lambda: (_results(trial_dir) or [None])[0], "the first epoch")
-        time.sleep(0.3 * first["time_this_iter_s"])  # well inside the second epoch
+        spent = _cpu_seconds(first["pid"])
+        # well inside the second epoch: the worker has computed a third of an epoch since it reported the first
+        _wait(lambda: _cpu_seconds(first["pid"]) - spent > 0.3 * first["time_this_iter_s"] or None, "epoch 2")
         os.kill(first["pid"], signal.SIGKILL)
         killed.update(pid=first["pid"], epochs=len(_results(trial_dir)))
 
@@ -221,6 +225,23 @@ class Driver:
             pytest.fail(f"the search did not end; its output:\n{self.output()[-3000:]}")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used (user and system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _retrain_worker() -> int | None:
+    """The Ray worker running a retrain, once it has used a second of CPU (training, not starting up)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"ray::retrain" in (proc / "cmdline").read_bytes() and _cpu_seconds(int(proc.name)) > 1.0:
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
 @pytest.fixture(scope="module")
 def interrupted_search(eggs, tmp_path_factory) -> dict:
     """One search taken through every driver fault in turn; each stage's observations, for the tests below."""
@@ -266,7 +287,7 @@ def interrupted_search(eggs, tmp_path_factory) -> dict:
     # 3. --resume to the end of the search, killed during the retrain
     third = Driver(_command(eggs, out, "--resume"), out / "3.log")
     _wait(lambda: "retraining trial" in third.output() or None, "the retrain to start", process=third.process)
-    time.sleep(1.0)
+    _wait(_retrain_worker, "the retrain's worker to train", process=third.process)
     third.process.send_signal(signal.SIGKILL)
     stages["retrain_kill"] = {"code": third.finish(), "at": time.time(), "best": (out / task / "best.json").exists()}
 

@@ -1,0 +1,49 @@
+"""A write that failed for lack of space: found anywhere in a chain of exceptions, and said in one line that names
+the place with the least space left and the option that moves it."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["disk_full", "full_disk_line"]
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+FULL_TEXTS = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether a write failed for lack of space, anywhere in the chain of exceptions (Ray, SQLite and pyarrow each
+    wrap the operating system's error, some only in their message)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in FULL:
+            return True
+        if any(text in str(error) for text in FULL_TEXTS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def full_disk_line(out: str, storage: str | None) -> str:
+    """Which of the places the search writes to (``--out``, the cache, the temporary folder, a local ``--storage``)
+    has the least space left, named with the option that moves it."""
+    from datasets import default_cache_root
+
+    places = {"--out": out, "the cache (SEARCH_CACHE)": default_cache_root(), "TMPDIR": tempfile.gettempdir()}
+    if storage and "://" not in storage:
+        places["--storage"] = storage
+    free = {}
+    for option, place in places.items():
+        path = Path(place).expanduser().absolute()
+        while not path.exists():
+            path = path.parent
+        free[option] = (shutil.disk_usage(path).free, path)
+    option, (left, path) = min(free.items(), key=lambda item: item[1][0])
+    return (
+        f"the disk is full: {path} ({option}) has {left / 2**20:.1f} MB free; what was written before stays whole. "
+        f"Free space there or move {option} elsewhere, then continue with --resume"
+    )
