@@ -146,6 +146,31 @@ def test_a_trial_that_always_raises_ends_as_error_after_its_retries_and_the_othe
     assert best_trial(trials)["trial_id"] not in failed["trial_id"].tolist()
 
 
+def _one_trial(
+    eggs: Path, tmp_path: Path, trainable, *, image_size: int, batch_size: int, max_epochs: int, max_failures: int
+):
+    """One trial of full fine-tuning of resnet10t on ``eggs``, run by ``trainable`` through the search's Tuner."""
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import the tests
+    prepared = Prepared(
+        SearchOptions(
+            task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=image_size, out=str(tmp_path)
+        )
+    )
+    point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
+    point |= {"batch_size": batch_size, "label_smoothing": 0.0, "dropout": 0.0}
+    return run_trials(
+        TrialSetup(prepared.data.cache, max_epochs=max_epochs),
+        ["resnet10t"],
+        trials=1,
+        resources=plan_resources(node_resources(), 1, 0, None),
+        files=SearchFiles.under(tmp_path, None, "one"),
+        resume=False,
+        points=[("recipe", point)],
+        max_failures=max_failures,
+        trainable=trainable,
+    )
+
+
 def damages_its_checkpoint_then_dies(config: dict, setup: TrialSetup) -> None:
     """The first run garbles the checkpoint Ray Tune keeps of epoch 1 (as a disk error would) and dies right after
     reporting it; the run Ray Tune restarts from that checkpoint is the real trainable."""
@@ -167,25 +192,10 @@ def damages_its_checkpoint_then_dies(config: dict, setup: TrialSetup) -> None:
 def test_a_trial_restored_from_a_damaged_checkpoint_starts_again_and_records_each_epoch_once(
     ray_cluster, eggs, tmp_path
 ):
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    prepared = Prepared(
-        SearchOptions(task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=24, out=str(tmp_path))
-    )
-    point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
-    point |= {"batch_size": 32, "label_smoothing": 0.0, "dropout": 0.0}
-    outcome = run_trials(
-        TrialSetup(prepared.data.cache, max_epochs=2),
-        ["resnet10t"],
-        trials=1,
-        resources=plan_resources(node_resources(), 1, 0, None),
-        files=SearchFiles.under(tmp_path, None, "damaged"),
-        resume=False,
-        points=[("recipe", point)],
-        max_failures=1,
-        trainable=lambda config, setup: damages_its_checkpoint_then_dies(
-            {**config, "marker": str(tmp_path / "died")}, setup
-        ),
-    )
+    def trainable(config: dict, setup: TrialSetup) -> None:
+        damages_its_checkpoint_then_dies({**config, "marker": str(tmp_path / "died")}, setup)
+
+    outcome = _one_trial(eggs, tmp_path, trainable, image_size=24, batch_size=32, max_epochs=2, max_failures=1)
     trials = trials_frame(outcome.records, max_epochs=2)
     assert trials["status"].tolist() == ["TERMINATED"] and trials["failures"].tolist() == [1]
     history = [h["epoch"] for h in outcome.records[0]["history"]]
@@ -401,22 +411,8 @@ def memory_capped_trial(config: dict, setup: TrialSetup) -> None:
 
 
 def test_a_batch_that_does_not_fit_in_memory_is_retried_once_at_half_the_size(ray_cluster, eggs, tmp_path):
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    prepared = Prepared(
-        SearchOptions(task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=160, out=str(tmp_path))
-    )
-    point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
-    point |= {"batch_size": 64, "label_smoothing": 0.0, "dropout": 0.0}
-    outcome = run_trials(
-        TrialSetup(prepared.data.cache, max_epochs=1),
-        ["resnet10t"],
-        trials=1,
-        resources=plan_resources(node_resources(), 1, 0, None),
-        files=SearchFiles.under(tmp_path, None, "memory"),
-        resume=False,
-        points=[("recipe", point)],
-        max_failures=0,
-        trainable=memory_capped_trial,
+    outcome = _one_trial(
+        eggs, tmp_path, memory_capped_trial, image_size=160, batch_size=64, max_epochs=1, max_failures=0
     )
     trials = trials_frame(outcome.records, max_epochs=1)
     assert trials["status"].tolist() == ["TERMINATED"], trials["error"].tolist()
