@@ -18,9 +18,9 @@ __all__ = ["LOCK_FILE", "lock_task", "unlock_all"]
 
 LOCK_FILE = ".lock"
 log = logging.getLogger(__name__)
-_held: dict[
-    Path, tuple[IO[str], bool]
-] = {}  # this process's locks: preparing a task twice in one process is no conflict
+# this process's locks (the open file, and the nearest folder that existed before): preparing a task twice in one
+# process is no conflict
+_held: dict[Path, tuple[IO[str], Path]] = {}
 
 
 def lock_task(task_dir: Path) -> None:
