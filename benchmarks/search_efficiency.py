@@ -39,6 +39,7 @@ from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from search.asha import make_scheduler
+from search.retention import CheckpointRetention
 from search.space import METRIC, MODE, baseline_points, make_searcher, search_space
 from trainables import MAX_FREEZE_DEPTH, RECIPE, TrialSetup, train_trial
 
@@ -94,8 +95,7 @@ def run(method: str, setup: TrialSetup, backbones: list[str], trials: int, work:
         run_config=tune.RunConfig(
             name=method,
             storage_path=work,
-            callbacks=[recorder],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # as the search does: 12 runs fill no disk
+            callbacks=[recorder, CheckpointRetention()],  # as the search does: 12 runs fill no disk
             verbose=0,
         ),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from ray.tune.experiment import Trial
 from search.asha import make_scheduler
 from search.cluster import Resources
 from search.progress import Progress
+from search.retention import SNAPSHOT_PERIOD_S, CheckpointRetention
 from search.space import METRIC, MODE, make_searcher
 from trainables import TrialSetup, train_trial
 
@@ -67,8 +68,10 @@ def run_trials(
     trainable: Callable[[dict, TrialSetup], None] = train_trial,
     verbose: bool = False,
     stopper: tune.Stopper | None = None,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> Outcome:
-    """Run (or, with ``resume``, continue) the search; the caller has checked that ``files`` fit the request."""
+    """Run (or, with ``resume``, continue) the search; the caller has checked that ``files`` fit the request.
+    ``callbacks`` join the search's own (a restored search keeps those it started with)."""
     wrapped = tune.with_resources(
         tune.with_parameters(trainable, setup=setup),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
@@ -97,14 +100,13 @@ def run_trials(
                 name=name,
                 storage_path="/".join(storage_path),
                 stop=stopper,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # CheckpointRetention, not num_to_keep, deletes old checkpoints: Ray's deletion can lose a trial
                 failure_config=tune.FailureConfig(max_failures=max_failures),
-                callbacks=[Progress(name, trials, setup.max_epochs)],
+                callbacks=[Progress(name, trials, setup.max_epochs), CheckpointRetention(), *callbacks],
                 verbose=1 if verbose else 0,  # Ray Tune's own tables with -v; one line per ended trial without
             ),
         )
-    # keeping one checkpoint per trial forces a state snapshot per epoch; that is intended, not worth a warning
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_PERIOD_S)
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # "no metrics" of pending trials
     grid = tuner.fit()
     # the statuses as saved, which --resume will see: after Ctrl-C Ray marks the live trials TERMINATED in memory
