@@ -1,7 +1,17 @@
-"""Driver side: the command line, the search space, Tuner wiring, resources, weights, retraining."""
+"""Driver side: the command line, the search space, Tuner wiring, resources, weights, retraining.
 
-from search.cli import main
-from search.options import SearchOptions
-from search.space import make_searcher, search_space
+Names are imported on first use, so that ``search -h`` answers without loading Ray, torch and timm.
+"""
 
-__all__ = ["SearchOptions", "main", "make_searcher", "search_space"]
+from importlib import import_module
+
+__all__ = ["SearchOptions", "SearchResult", "main", "make_searcher", "run", "search_space"]
+
+_HOMES = {"SearchOptions": "search.options", "main": "search.cli", "make_searcher": "search.space"}
+_HOMES |= {"search_space": "search.space", "run": "search.api", "SearchResult": "search.api"}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'search' has no attribute {name!r}; it has {', '.join(__all__)}")
+    return getattr(import_module(_HOMES[name]), name)

@@ -1,4 +1,5 @@
-"""The command line: ``python -m search TASK [TASK...] [options]``, ``tasks``, ``report``."""
+"""The command line: ``search TASK [TASK...] [options]`` (or ``python -m search``), ``tasks``, ``report``,
+``predict``. Ray, torch and timm are imported only by the commands that need them, so ``-h`` answers at once."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from datasets import UsageError, get_task, list_tasks
-from results import best_markdown
 from search.disk import disk_full, full_disk_line
-from search.driver import SearchFailed, SearchInterrupted
+from search.errors import SearchFailed, SearchInterrupted
 from search.options import SearchOptions
 
-__all__ = ["COMMANDS", "INTERRUPTED", "main", "search_parser"]
+__all__ = ["COMMANDS", "EXAMPLES", "INTERRUPTED", "datasets_clash", "log_to", "main", "search_parser"]
 
 COMMANDS = ("tasks", "report", "predict")
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -36,68 +36,175 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+EXAMPLES = """\
+examples:
+  search egg --demo                                  generated eggs, no data or internet needed
+  search egg --data ~/data/eggs --trials 20          DIR/{train,valid,test}/CLASS/* or DIR/CLASS/*
+  search ~/photos/my-classes --weights ~/weights     any folder of class folders is a task
+  search sports --gpus-per-trial 0.25 --time-budget 2h
+  search egg --demo --resume                         continue an interrupted search
+
+other commands (each has its own -h):
+  search tasks                     registered tasks, their classes, and whether their data was found
+  search report [--out DIR]        rewrite and print the cross-task summary
+  search predict TASK IMAGE...     classify images with TASK's retrained model
+
+`python -m search` works the same as `search`.
+"""
+
+
 def search_parser() -> argparse.ArgumentParser:
+    from search.options import DEMO, MODES, REAL
+
     p = argparse.ArgumentParser(
-        prog="python -m search",
-        description="Hyperparameter search for transfer-learning image classifiers (Ray Tune + Optuna + timm). "
-        f"Other commands: {', '.join(COMMANDS)}.",
+        prog="search",
+        usage="search TASK [TASK ...] [options]\n       search {tasks,report,predict} ...",
+        description="Hyperparameter search for transfer-learning image classifiers: Ray Tune runs the trials, "
+        "Optuna's TPE proposes them, ASHA stops the weak, and the best configuration is retrained and tested.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file of options (the command line overrides it) and the space's ranges in [space]; "
+        "OUT/TASK/config.toml repeats a search (default: none)",
     )
     p.add_argument(
         "tasks", nargs="+", metavar="TASK", help=f"{' | '.join(list_tasks())} | all | a path to an image folder"
     )
-    p.add_argument("--data", help="dataset root: DIR/{train,valid|val,test}/CLASS/* or DIR/CLASS/*")
-    p.add_argument("--demo", action="store_true", help="use the generated stand-in dataset (marked synthetic)")
-    p.add_argument("--out", default="runs", help="results root (default ./runs)")
-    p.add_argument("--trials", type=int, help="number of search trials")
-    p.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped early")
-    p.add_argument("--backbones", type=_csv, help="timm model names to search, comma-separated")
-    p.add_argument("--image-size", type=int, help="training resolution in pixels")
-    p.add_argument("--pretrained", choices=("required", "auto", "off"))
-    p.add_argument("--weights", help="folder of MODEL.safetensors pretrained weights")
-    p.add_argument("--gpus-per-trial", type=float)
-    p.add_argument("--cpus-per-trial", type=int, default=1)
-    p.add_argument("--concurrency", type=int, help="most trials at once (default: what the resources allow)")
-    p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
-    p.add_argument(
-        "--dashboard-port", type=int, default=8265, help="the local Ray dashboard's port on 127.0.0.1 (default 8265)"
+    data = p.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        metavar="DIR",
+        help="dataset root (default: looked for in $SEARCH_DATA/TASK, ./data/TASK, ~/.cache/search/data/TASK)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="Ray Tune's full progress tables and logs")
-    p.add_argument(
-        "--compile", action="store_true", help="torch.compile each trial's model (pays off on GPUs for long trials)"
+    data.add_argument("--demo", action="store_true", help="use the generated stand-in dataset, marked synthetic")
+    data.add_argument("--download", action="store_true", help="fetch a missing Kaggle dataset with kagglehub")
+    data.add_argument(
+        "--image-size",
+        metavar="PX",
+        type=int,
+        help="training resolution in pixels (default: the task's; 64 with --demo)",
     )
-    p.add_argument(
-        "--time-budget",
-        dest="time_budget_s",
-        type=_duration,
-        help="wall time for the search and the retrain together, e.g. 20m or 1h30m (default: no limit)",
+
+    space = p.add_argument_group("search")
+    space.add_argument(
+        "--trials",
+        metavar="N",
+        type=int,
+        help=f"number of trials (default {REAL['trials']}; {DEMO['trials']} with --demo)",
     )
-    p.add_argument(
+    space.add_argument(
+        "--max-epochs",
+        metavar="N",
+        type=int,
+        help=f"epochs of a trial never stopped early (default {REAL['max_epochs']}; {DEMO['max_epochs']} with --demo)",
+    )
+    space.add_argument(
+        "--backbones", metavar="A,B,...", type=_csv, help="timm model names, comma-separated (default: the task's)"
+    )
+    space.add_argument(
+        "--pretrained",
+        choices=MODES,
+        help="ImageNet weights: required (fail without them), auto (use them when found) or off "
+        f"(default {REAL['pretrained']}; {DEMO['pretrained']} with --demo)",
+    )
+    space.add_argument(
+        "--weights", metavar="DIR", help="folder of MODEL.safetensors weights, for machines without internet"
+    )
+    space.add_argument(
         "--prescreen",
         type=int,
         metavar="K",
         help="search only the K best-ranked backbones (fitted probe's val_acc, then LogME) (default: all)",
     )
-    p.add_argument("--storage", help="where Ray Tune keeps experiment state (default OUT/TASK/tune)")
-    p.add_argument("--download", action="store_true", help="fetch a missing Kaggle dataset with kagglehub")
-    p.add_argument("--warm-start", help="an earlier search's OUT/TASK folder: its best configurations run first")
-    p.add_argument("--resume", action="store_true", help="continue this task's interrupted search in OUT")
-    p.add_argument("--overwrite", action="store_true", help="replace a search already in OUT instead of refusing")
-    p.add_argument(
-        "--max-failures", type=int, default=2, help="restarts of a failed trial from its checkpoint (default 2)"
+    space.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        dest="time_budget_s",
+        type=_duration,
+        help="wall time for the search and the retrain together, e.g. 20m or 1h30m (default: no limit)",
     )
-    p.add_argument("--no-retrain", dest="retrain", action="store_false", help="skip retraining the best config")
-    p.add_argument(
+    space.add_argument(
+        "--warm-start", metavar="DIR", help="an earlier search's OUT/TASK folder: its best configurations run first"
+    )
+    space.add_argument(
+        "--seed", metavar="N", type=int, default=0, help="seeds Optuna's sampler and every trial's training (default 0)"
+    )
+
+    resources = p.add_argument_group("resources")
+    resources.add_argument(
+        "--gpus-per-trial",
+        metavar="F",
+        type=float,
+        help="0, a fraction (0.25: four trials share a GPU) or a whole number (default: 1 on a GPU machine, else 0)",
+    )
+    resources.add_argument("--cpus-per-trial", metavar="N", type=int, default=1, help="CPU cores per trial (default 1)")
+    resources.add_argument(
+        "--concurrency", metavar="N", type=int, help="most trials at once (default: what the resources allow)"
+    )
+    resources.add_argument(
+        "--compile", action="store_true", help="torch.compile each trial's model (pays off on GPUs for long trials)"
+    )
+
+    cluster = p.add_argument_group("cluster")
+    cluster.add_argument(
+        "--address", metavar="ADDR", help="an existing Ray cluster, HOST:PORT or auto (default: start a local one)"
+    )
+    cluster.add_argument(
+        "--storage", metavar="URI", help="where Ray Tune keeps experiment state, a path or URI (default OUT/TASK/tune)"
+    )
+    cluster.add_argument(
+        "--dashboard-port",
+        metavar="PORT",
+        type=int,
+        default=8265,
+        help="the local Ray dashboard's port on 127.0.0.1 (default 8265)",
+    )
+    cluster.add_argument(
+        "--max-failures",
+        metavar="N",
+        type=int,
+        default=2,
+        help="restarts of a failed trial from its checkpoint (default 2)",
+    )
+
+    output = p.add_argument_group("output")
+    output.add_argument(
+        "--out", metavar="DIR", default="runs", help="results root; a task writes OUT/TASK (default ./runs)"
+    )
+    output.add_argument("--resume", action="store_true", help="continue this task's interrupted search in OUT")
+    output.add_argument("--overwrite", action="store_true", help="replace a search already in OUT instead of refusing")
+    output.add_argument("--no-retrain", dest="retrain", action="store_false", help="skip retraining the best config")
+    output.add_argument(
         "--retrain-again", action="store_true", help="retrain the best configuration even if it was retrained"
     )
-    p.add_argument(
-        "--retrain-seeds", type=int, default=1, help="retrain the best configuration with K seeds: test mean ± std"
+    output.add_argument(
+        "--retrain-seeds",
+        metavar="K",
+        type=int,
+        default=1,
+        help="retrain with K seeds; the test metric is their mean (default 1)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    output.add_argument("-v", "--verbose", action="store_true", help="Ray Tune's full progress tables and logs")
     return p
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("search")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def _tasks_command(argv: Sequence[str]) -> int:
-    argparse.ArgumentParser(prog="python -m search tasks").parse_args(argv)
+    argparse.ArgumentParser(
+        prog="search tasks", description="The registered tasks: classes, layout, and whether their data was found."
+    ).parse_args(argv)
     from search.data import data_locations
 
     for name in list_tasks():
@@ -112,8 +219,10 @@ def _tasks_command(argv: Sequence[str]) -> int:
 
 
 def _report_command(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m search report")
-    p.add_argument("--out", default="runs")
+    p = argparse.ArgumentParser(
+        prog="search report", description="Rewrite OUT/summary.md and OUT/summary.csv from the searches in OUT."
+    )
+    p.add_argument("--out", default="runs", help="results root the searches wrote (default ./runs)")
     args = p.parse_args(argv)
     if not any(Path(args.out).glob("*/best.json")):
         raise UsageError(f"no finished search in {args.out}; run `python -m search TASK --out {args.out}` first")
@@ -124,9 +233,12 @@ def _report_command(argv: Sequence[str]) -> int:
 
 
 def _predict_command(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m search predict", description="classify images with TASK's model")
+    p = argparse.ArgumentParser(
+        prog="search predict",
+        description="Classify images with TASK's retrained model (OUT/TASK/model): a line per image, its top classes.",
+    )
     p.add_argument("task", metavar="TASK", help="the task (or image folder) whose retrained model to use")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
     p.add_argument("--out", default="runs", help="results root the search wrote (default ./runs)")
     p.add_argument("--top", type=int, default=3, help="how many classes to show per image (default 3)")
     args = p.parse_args(argv)
@@ -142,6 +254,12 @@ def _predict_command(argv: Sequence[str]) -> int:
 
 def _search_command(argv: Sequence[str]) -> int:
     parser = search_parser()
+    given = argparse.ArgumentParser(add_help=False)
+    given.add_argument("--config")
+    if (path := given.parse_known_args(argv)[0].config) is not None:
+        from search.config import config_defaults
+
+        parser.set_defaults(**config_defaults(path, parser))  # what the command line gives overrides the file
     args = parser.parse_args(argv)
     names = list_tasks() if args.tasks == ["all"] else args.tasks
     options = [_options(name, args) for name in names]
@@ -150,13 +268,14 @@ def _search_command(argv: Sequence[str]) -> int:
 
     try:
         prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
-        with _log_to(Path(args.out) / "search.log"):
+        with log_to(Path(args.out) / "search.log"):
             return _run_searches(parser, args, prepared)
     finally:
         unlock_all()
 
 
 def _run_searches(parser: argparse.ArgumentParser, args: argparse.Namespace, prepared: list) -> int:
+    from results import best_markdown
     from search.cluster import ray_session
     from search.driver import run_task
     from search.report import write_summary
@@ -187,7 +306,7 @@ def _run_searches(parser: argparse.ArgumentParser, args: argparse.Namespace, pre
 
 
 @contextmanager
-def _log_to(path: Path) -> Iterator[None]:
+def log_to(path: Path) -> Iterator[None]:
     """The run's log beside its results: everything this package logs, the dashboard's URL and progress included."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
@@ -223,11 +342,29 @@ def _options(name: str, args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(task=name, **{k: v for k, v in vars(args).items() if k in fields})
 
 
+def datasets_clash() -> str | None:
+    """A warning when Hugging Face's ``datasets`` is installed here too: it and this project's ``datasets`` package
+    share one import name, so whichever comes first on the path hides the other."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        other = version("datasets")  # this project's distribution is "search": a "datasets" one is another's
+    except PackageNotFoundError:
+        return None
+    return (
+        f"warning: the distribution datasets {other} (Hugging Face's) is installed in this environment; it and "
+        "search's own package `datasets` have one import name and one hides the other: install search in a venv "
+        "of its own (python3 -m venv .venv, as make demo does)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input exits 2 with one line, a failed search exits 1, Ctrl-C exits 130 with the
     command that continues."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if clash := datasets_clash():
+        print(clash, file=sys.stderr)
     try:
         if argv and argv[0] == "tasks":
             return _tasks_command(argv[1:])

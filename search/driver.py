@@ -14,7 +14,7 @@ import pandas as pd
 import ray
 import torch
 
-from datasets import cache_files
+from datasets import atomic_write, cache_files
 from results import (
     CONFIG_COLUMNS,
     best_markdown,
@@ -29,7 +29,9 @@ from results import (
 )
 from search.budget import BUDGET_FILE, TimeBudget
 from search.cluster import Resources, check_shared_storage, node_resources, plan_resources
+from search.config import CONFIG_FILE, config_text
 from search.costs import backbone_costs
+from search.errors import SearchFailed, SearchInterrupted
 from search.options import ResolvedOptions
 from search.packing import packing_warnings
 from search.prepare import Prepared
@@ -37,15 +39,13 @@ from search.report import write_task_report
 from search.resume import SEARCH_FILE, discard_search, search_record
 from search.retrain import retrain_scale, retrain_summary, run_retrains, save_model
 from search.screen import kept_backbones, screen_backbones
-from search.space import baseline_points, trial_sources
+from search.space import baseline_points, space_range, trial_sources, within
 from search.tuner import Outcome, run_trials
-from trainables import TrialSetup, knob_range
+from trainables import TrialSetup
 
 __all__ = [
     "PACKAGES",
     "Plan",
-    "SearchFailed",
-    "SearchInterrupted",
     "best_record",
     "plan_search",
     "retrain_best",
@@ -65,19 +65,11 @@ def versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{p: version(p) for p in PACKAGES}}
 
 
-class SearchFailed(RuntimeError):
-    """The search ran but gave nothing to choose from; the command line exits 1 with this message."""
-
-
-class SearchInterrupted(RuntimeError):
-    """Ctrl-C ended the search early; its state and the tables of what finished are kept for ``--resume``."""
-
-
 def warn_packing(opts: ResolvedOptions, resources: Resources) -> None:
     """Say which backbones will not fit their share of the GPU, when this machine has the GPUs trials use."""
     if 0 < resources.gpus_per_trial < 1 and torch.cuda.is_available():
         gpu_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
-        batch = max(knob_range("batch_size").choices)
+        batch = max(space_range("batch_size", opts.space).choices)
         for line in packing_warnings(opts.backbones, opts.image_size, batch, resources.gpus_per_trial, gpu_mib):
             log.warning("%s", line)
 
@@ -119,6 +111,7 @@ def run_task(prepared: Prepared) -> dict:
         max_failures=opts.max_failures,
         verbose=opts.verbose,
         stopper=plan.stopper,
+        ranges=opts.space,
     )
     search_wall = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
     write_json(opts.task_dir / SEARCH_FILE, {**prepared.signature, "elapsed_s": search_wall})
@@ -131,11 +124,13 @@ def run_task(prepared: Prepared) -> dict:
 
 
 def start_folder(prepared: Prepared) -> dict:
-    """OUT/TASK made (emptied of an earlier search with --overwrite) and its data report written; returns it."""
+    """OUT/TASK made (emptied of an earlier search with --overwrite), the options it runs with (config.toml) and its
+    data report written; returns the report."""
     out = prepared.options.task_dir
     out.mkdir(parents=True, exist_ok=True)
     if prepared.options.overwrite:
         discard_search(out, prepared.files)
+    atomic_write(out / CONFIG_FILE, lambda p: p.write_text(config_text(prepared.options), encoding="utf-8"))
     report = prepared.data.cache.report()
     write_json(out / "data_report.json", report)
     return report
@@ -166,7 +161,8 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
     warm = [("warm-start", p) for p in prepared.warm_points if p["backbone"] in backbones]
     pretrained = {b: p.state_dict is not None for b, p in prepared.weights.items()}
     recipes = baseline_points(backbones, opts.trials, {b for b, on in pretrained.items() if on})
-    points = [*warm, *(("recipe", p) for p in recipes)][: max(1, opts.trials // 2)]
+    points = [*warm, *(("recipe", p) for p in recipes)]
+    points = [(source, p) for source, p in points if within(p, opts.space)][: max(1, opts.trials // 2)]
     write_json(opts.task_dir / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
     stopper = None
     if opts.time_budget_s:

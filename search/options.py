@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datasets import Task, UsageError
-from search.weights import MODES
 
-__all__ = ["DEMO", "REAL", "ResolvedOptions", "SearchOptions"]
+if TYPE_CHECKING:  # the space's declaration loads torch; `search -h` reads these options without it
+    from trainables.config import Range
+
+__all__ = ["DEMO", "MODES", "REAL", "ResolvedOptions", "SearchOptions"]
 
 DEMO = {"trials": 12, "max_epochs": 8, "image_size": 64, "pretrained": "auto"}
 REAL = {"trials": 30, "max_epochs": 10, "pretrained": "required"}
+MODES = ("required", "auto", "off")  # --pretrained
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class SearchOptions:
     prescreen: int | None = None
     time_budget_s: float | None = None
     seed: int = 0
+    space: Mapping[str, Range] | None = None  # a config file's ranges, in place of the declared ones
 
     def __post_init__(self) -> None:
         for name in (

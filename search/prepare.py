@@ -60,7 +60,10 @@ class Prepared:
             "pretrained": {b: p.state_dict is not None for b, p in self.weights.items()},
             # what trials do with the space changed with LP-FT (fitted heads, two learning rates): older searches'
             # checkpoints do not fit it
-            "space": {**{k: repr(v) for k, v in search_space(self.options.backbones).items()}, "training": "lp-ft"},
+            "space": {
+                **{k: repr(v) for k, v in search_space(self.options.backbones, self.options.space).items()},
+                "training": "lp-ft",
+            },
             "prescreen": self.options.prescreen,
             "time_budget_s": self.options.time_budget_s,
         }

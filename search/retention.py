@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 
 from pyarrow import fs
 from ray import tune
 from ray.tune.experiment import Trial
 
-__all__ = ["SNAPSHOT_PERIOD_S", "CheckpointRetention"]
+__all__ = ["CheckpointRetention", "delete_older", "snapshot_period"]
 
 log = logging.getLogger(__name__)
 
-# Ray Tune saves its experiment snapshot at most this often (TUNE_GLOBAL_CHECKPOINT_S): a driver killed -9 loses at
-# most the epochs of the last two seconds, which --resume runs again. Ray's "auto" waits 10 s or more between
-# snapshots, and without num_to_keep Ray no longer forces one per checkpoint
-SNAPSHOT_PERIOD_S = "2"
+_PERIOD = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")  # a user's own setting wins
+
+
+def snapshot_period(experiment: str) -> str:
+    """How often Ray Tune saves the experiment snapshot (``TUNE_GLOBAL_CHECKPOINT_S``). Without ``num_to_keep`` Ray no
+    longer forces one after each checkpoint, and its "auto" waits 10 s or more: a driver killed -9 would then run
+    again every epoch of those seconds on --resume. Half a second locally; on remote storage (a URI) each snapshot is
+    an upload, so Ray's own pace."""
+    return _PERIOD or ("auto" if "://" in experiment else "0.5")
 
 
 class CheckpointRetention(tune.Callback):
@@ -26,7 +32,8 @@ class CheckpointRetention(tune.Callback):
     the snapshot naming the newer one is saved: a driver killed in between leaves a snapshot naming a deleted
     checkpoint, and the resumed trial fails with "does not exist on storage anymore" until it ends in ERROR. Ray Tune
     calls ``get_state`` each time it saves a snapshot, after writing the trials' state; what the snapshot before it
-    named may go then, since a complete newer snapshot is on disk. A finished search keeps each trial's newest.
+    named may go then, since a complete newer snapshot is written (Ray copies each to the experiment folder in the
+    background: a few files, done long before the next snapshot). A finished search keeps each trial's newest.
     """
 
     def __init__(self) -> None:

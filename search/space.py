@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -23,17 +23,36 @@ __all__ = [
     "in_space",
     "make_searcher",
     "search_space",
+    "space_range",
     "trial_sources",
+    "within",
 ]
 
 METRIC, MODE = "val_acc", "max"
 SOURCES = ("warm-start", "recipe", "sampler")  # where a trial's configuration came from: trials.parquet's source
 
 
-def search_space(backbones: Sequence[str]) -> dict[str, BaseDistribution]:
-    """The contract's space in Optuna's terms, from ``TrialConfig``'s declaration: backbone, freeze depth,
-    augmentation, optimiser and loss knobs, head dropout."""
-    return {name: _distribution(knob_range(name), backbones) for name in KNOBS}
+def search_space(backbones: Sequence[str], ranges: Mapping[str, Range] | None = None) -> dict[str, BaseDistribution]:
+    """The contract's space in Optuna's terms, from ``TrialConfig``'s declaration (backbone, freeze depth,
+    augmentation, optimiser and loss knobs, head dropout), with ``ranges`` (a config file's) in place of its own."""
+    return {name: _distribution(space_range(name, ranges), backbones) for name in KNOBS}
+
+
+def space_range(name: str, ranges: Mapping[str, Range] | None = None) -> Range | None:
+    """Where the search samples ``name``: ``ranges``'s, else the declaration's."""
+    return (ranges or {}).get(name) or knob_range(name)
+
+
+def within(point: Mapping[str, object], ranges: Mapping[str, Range] | None) -> bool:
+    """Whether a configuration lies inside ``ranges`` (a recipe or warm start outside a config file's space is left
+    out: the user asked not to search there)."""
+    for name, r in (ranges or {}).items():
+        value = point.get(name)
+        if value is None or (name == "aug_strength" and point.get("freeze_depth") == MAX_FREEZE_DEPTH):
+            continue
+        if (value not in r.choices) if r.choices else not (r.low <= value <= r.high):
+            return False
+    return True
 
 
 def _distribution(r: Range | None, backbones: Sequence[str]) -> BaseDistribution:
@@ -50,8 +69,8 @@ class ConditionalSpace:
     """The space sampled define-by-run: a linear probe (the last freeze depth) trains on the frozen backbone's cached
     features, where augmentation does not apply, so its ``aug_strength`` is 0 and never sampled."""
 
-    def __init__(self, backbones: Sequence[str]):
-        self.distributions = search_space(backbones)
+    def __init__(self, backbones: Sequence[str], ranges: Mapping[str, Range] | None = None):
+        self.distributions = search_space(backbones, ranges)
 
     def __call__(self, trial: optuna.Trial) -> dict:
         """One configuration, sampled (or, for an enqueued recipe, read) through ``trial``."""
@@ -181,6 +200,7 @@ def make_searcher(
     max_epochs: int,
     storage: optuna.storages.BaseStorage | None = None,
     points: Sequence[tuple[str, dict]] = (),
+    ranges: Mapping[str, Range] | None = None,
 ) -> StudySearch:
     """TPE seeded by ``seed``, starting from ``points`` (``(source, configuration)``, run first in order); then a
     quarter of the trials (3..10) are random start-up points before TPE models the results: the recipes, one per
@@ -194,7 +214,7 @@ def make_searcher(
             group=True,  # the space is conditional: a probe has no aug_strength
             constant_liar=True,
         )
-    return StudySearch(ConditionalSpace(backbones), max_epochs, points, sampler=sampler, storage=storage)
+    return StudySearch(ConditionalSpace(backbones, ranges), max_epochs, points, sampler=sampler, storage=storage)
 
 
 def trial_sources(storage: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +16,9 @@ from ray.tune.experiment import Trial
 from search.asha import make_scheduler
 from search.cluster import Resources
 from search.progress import Progress
-from search.retention import SNAPSHOT_PERIOD_S, CheckpointRetention
+from search.retention import CheckpointRetention, snapshot_period
 from search.space import METRIC, MODE, make_searcher
-from trainables import TrialSetup, train_trial
+from trainables import Range, TrialSetup, train_trial
 
 __all__ = ["FINISHED", "Outcome", "SearchFiles", "error_line", "run_trials"]
 
@@ -69,9 +69,11 @@ def run_trials(
     verbose: bool = False,
     stopper: tune.Stopper | None = None,
     callbacks: Sequence[tune.Callback] = (),
+    ranges: Mapping[str, Range] | None = None,
 ) -> Outcome:
     """Run (or, with ``resume``, continue) the search; the caller has checked that ``files`` fit the request.
-    ``callbacks`` join the search's own (a restored search keeps those it started with)."""
+    ``callbacks`` join the search's own (a restored search keeps those it started with); ``ranges`` replace the
+    declared space's (a config file's)."""
     wrapped = tune.with_resources(
         tune.with_parameters(trainable, setup=setup),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
@@ -86,7 +88,7 @@ def run_trials(
             tune_config=tune.TuneConfig(
                 metric=METRIC,  # the scheduler's and the progress table's; the searcher gets it at creation
                 mode=MODE,
-                search_alg=make_searcher(backbones, setup.seed, trials, setup.max_epochs, storage, points),
+                search_alg=make_searcher(backbones, setup.seed, trials, setup.max_epochs, storage, points, ranges),
                 scheduler=make_scheduler(setup.max_epochs, files.rungs),
                 num_samples=trials,
                 max_concurrent_trials=resources.concurrency,
@@ -106,7 +108,7 @@ def run_trials(
                 verbose=1 if verbose else 0,  # Ray Tune's own tables with -v; one line per ended trial without
             ),
         )
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_PERIOD_S)
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = snapshot_period(files.experiment)
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # "no metrics" of pending trials
     grid = tuner.fit()
     # the statuses as saved, which --resume will see: after Ctrl-C Ray marks the live trials TERMINATED in memory

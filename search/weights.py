@@ -17,11 +17,11 @@ import timm
 import torch
 
 from datasets import UsageError, reading
+from search.options import MODES
 
-__all__ = ["MODES", "Pretrained", "fill_command", "resolve_one", "resolve_weights"]
+__all__ = ["Pretrained", "fill_command", "resolve_one", "resolve_weights"]
 
 log = logging.getLogger(__name__)
-MODES = ("required", "auto", "off")
 
 
 @dataclass(frozen=True)

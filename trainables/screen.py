@@ -25,6 +25,8 @@ def screen_backbone(backbone: str, setup: TrialSetup) -> dict:
     dev = device()
     data = setup.local_data()
     num_classes = len(data.classes)
+    # as every trial seeds it: a randomly initialised backbone is the trials' one, so the same seed ranks the same
+    torch.manual_seed(setup.seed)
     model = Accel.for_device(dev).model(build_model(backbone, num_classes, setup.pretrained(backbone)))
     prep = preprocessing(model)
     key = weights_key(model, backbone)

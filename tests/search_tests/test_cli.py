@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,51 @@ def test_warm_start_from_a_folder_without_a_search_is_refused(capsys):
 def test_a_backbone_without_five_feature_stages_is_refused_before_ray(capsys):
     assert main(["egg", "--demo", "--backbones", "vit_tiny_patch16_224"]) == 2
     assert "backbone 'vit_tiny_patch16_224'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # real processes
+def test_the_search_command_answers_help_in_groups_with_defaults_without_loading_ray_torch_or_timm():
+    command = Path(sys.executable).with_name("search")  # the console script pip installed beside this Python
+    proc = subprocess.run([str(command), "-h"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for group in ("data:", "search:", "resources:", "cluster:", "output:", "examples:", "other commands"):
+        assert group in proc.stdout
+    assert "number of trials (default 30; 12 with --demo)" in " ".join(proc.stdout.split())
+    for sub in ("predict", "report", "tasks"):
+        sub_help = subprocess.run([str(command), sub, "-h"], capture_output=True, text=True, timeout=60)
+        assert sub_help.returncode == 0 and sub_help.stdout.startswith(f"usage: search {sub}")
+    heavy = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import contextlib, io, sys, search\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit): search.main(['-h'])\n"
+            "print(sorted({'ray', 'torch', 'timm', 'optuna', 'pandas'} & set(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert heavy.returncode == 0 and heavy.stdout.strip() == "[]", heavy.stdout + heavy.stderr
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"search {version('search')}"
+
+
+@pytest.mark.slow  # real processes
+def test_hugging_faces_datasets_in_the_same_environment_is_warned_about(tmp_path):
+    metadata = tmp_path / "datasets-3.0.0.dist-info" / "METADATA"  # what pip leaves for Hugging Face's datasets
+    metadata.parent.mkdir()
+    metadata.write_text("Metadata-Version: 2.1\nName: datasets\nVersion: 3.0.0\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "search", "tasks"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0
+    assert proc.stderr.startswith("warning: the distribution datasets 3.0.0 (Hugging Face's) is installed")
+    assert "venv of its own" in proc.stderr
+    clean = subprocess.run([sys.executable, "-m", "search", "-h"], capture_output=True, text=True)
+    assert "warning" not in clean.stderr

@@ -75,9 +75,9 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_
         task=str(eggs),
         backbones=("resnet10t",),
         pretrained="off",
-        trials=1,  # the one trial is the first baseline recipe: full fine-tuning
+        trials=1,  # too few for a recipe: one seeded sample (its last stages train)
         max_epochs=3,
-        image_size=48,
+        image_size=64,  # epochs long enough that a busy machine still kills inside the second
         retrain=False,
         out=str(tmp_path),
     )

@@ -79,7 +79,7 @@ def test_required_weights_that_are_missing_stop_before_ray_with_how_to_fix(tiny_
 
 
 def test_a_search_whose_every_trial_fails_says_why_and_writes_no_winner(ray_cluster, tiny_eggs, tmp_path):
-    from search.driver import SearchFailed
+    from search.errors import SearchFailed
 
     options = SearchOptions(
         task=str(tiny_eggs),

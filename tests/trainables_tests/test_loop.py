@@ -6,16 +6,16 @@ from datasets import UsageError
 from trainables import Images, TrialConfig, lr_at, macro_f1
 from trainables.loop import batches, steps_per_epoch
 
-CONFIG = {
-    "backbone": "resnet10t",
-    "freeze_depth": 2,
-    "aug_strength": 0.5,
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "batch_size": 16,
-    "label_smoothing": 0.1,
-    "dropout": 0.2,
-}
+CONFIG = TrialConfig(  # every knob: one added with a default joins the fixture by itself
+    backbone="resnet10t",
+    freeze_depth=2,
+    aug_strength=0.5,
+    lr=1e-3,
+    weight_decay=1e-4,
+    batch_size=16,
+    label_smoothing=0.1,
+    dropout=0.2,
+).to_dict()
 
 
 def test_lr_warms_up_then_decays_to_zero():
