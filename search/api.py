@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from datasets import UsageError
-from search.cli import log_to, search_parser
+from search.cli import log_to
 from search.cluster import DASHBOARD_PORT, ray_session
 from search.config import config_defaults, parse_space
 from search.lock import unlock_all
 from search.options import SearchOptions
+from search.parser import search_parser
 
 __all__ = ["SearchResult", "run"]
 

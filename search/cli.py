@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import logging
 import shlex
 import sys
@@ -16,189 +17,11 @@ from datasets import UsageError, get_task, list_tasks
 from search.disk import disk_full, full_disk_line
 from search.errors import SearchFailed, SearchInterrupted
 from search.options import SearchOptions
+from search.parser import search_parser
 
-__all__ = ["COMMANDS", "EXAMPLES", "INTERRUPTED", "datasets_clash", "log_to", "main", "search_parser"]
+__all__ = ["COMMANDS", "INTERRUPTED", "datasets_clash", "log_to", "main"]
 
-COMMANDS = ("tasks", "report", "predict")
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
-
-
-def _duration(value: str) -> float:
-    from search.budget import parse_duration
-
-    try:
-        return parse_duration(value)
-    except UsageError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
-EXAMPLES = """\
-examples:
-  search egg --demo                                  generated eggs, no data or internet needed
-  search egg --data ~/data/eggs --trials 20          DIR/{train,valid,test}/CLASS/* or DIR/CLASS/*
-  search ~/photos/my-classes --weights ~/weights     any folder of class folders is a task
-  search sports --gpus-per-trial 0.25 --time-budget 2h
-  search egg --demo --resume                         continue an interrupted search
-
-other commands (each has its own -h):
-  search tasks                     registered tasks, their classes, and whether their data was found
-  search report [--out DIR]        rewrite and print the cross-task summary
-  search predict TASK IMAGE...     classify images with TASK's retrained model
-
-`python -m search` works the same as `search`.
-"""
-
-
-def search_parser() -> argparse.ArgumentParser:
-    from search.options import DEMO, MODES, REAL
-
-    p = argparse.ArgumentParser(
-        prog="search",
-        usage="search TASK [TASK ...] [options]\n       search {tasks,report,predict} ...",
-        description="Hyperparameter search for transfer-learning image classifiers: Ray Tune runs the trials, "
-        "Optuna's TPE proposes them, ASHA stops the weak, and the best configuration is retrained and tested.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="a TOML file of options (the command line overrides it) and the space's ranges in [space]; "
-        "OUT/TASK/config.toml repeats a search (default: none)",
-    )
-    p.add_argument(
-        "tasks", nargs="+", metavar="TASK", help=f"{' | '.join(list_tasks())} | all | a path to an image folder"
-    )
-    data = p.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        metavar="DIR",
-        help="dataset root (default: looked for in $SEARCH_DATA/TASK, ./data/TASK, ~/.cache/search/data/TASK)",
-    )
-    data.add_argument("--demo", action="store_true", help="use the generated stand-in dataset, marked synthetic")
-    data.add_argument("--download", action="store_true", help="fetch a missing Kaggle dataset with kagglehub")
-    data.add_argument(
-        "--image-size",
-        metavar="PX",
-        type=int,
-        help="training resolution in pixels (default: the task's; 64 with --demo)",
-    )
-
-    space = p.add_argument_group("search")
-    space.add_argument(
-        "--trials",
-        metavar="N",
-        type=int,
-        help=f"number of trials (default {REAL['trials']}; {DEMO['trials']} with --demo)",
-    )
-    space.add_argument(
-        "--max-epochs",
-        metavar="N",
-        type=int,
-        help=f"epochs of a trial never stopped early (default {REAL['max_epochs']}; {DEMO['max_epochs']} with --demo)",
-    )
-    space.add_argument(
-        "--backbones", metavar="A,B,...", type=_csv, help="timm model names, comma-separated (default: the task's)"
-    )
-    space.add_argument(
-        "--pretrained",
-        choices=MODES,
-        help="ImageNet weights: required (fail without them), auto (use them when found) or off "
-        f"(default {REAL['pretrained']}; {DEMO['pretrained']} with --demo)",
-    )
-    space.add_argument(
-        "--weights", metavar="DIR", help="folder of MODEL.safetensors weights, for machines without internet"
-    )
-    space.add_argument(
-        "--prescreen",
-        type=int,
-        metavar="K",
-        help="search only the K best-ranked backbones (fitted probe's val_acc, then LogME) (default: all)",
-    )
-    space.add_argument(
-        "--time-budget",
-        metavar="DURATION",
-        dest="time_budget_s",
-        type=_duration,
-        help="wall time for the search and the retrain together, e.g. 20m or 1h30m (default: no limit)",
-    )
-    space.add_argument(
-        "--warm-start", metavar="DIR", help="an earlier search's OUT/TASK folder: its best configurations run first"
-    )
-    space.add_argument(
-        "--seed", metavar="N", type=int, default=0, help="seeds Optuna's sampler and every trial's training (default 0)"
-    )
-
-    resources = p.add_argument_group("resources")
-    resources.add_argument(
-        "--gpus-per-trial",
-        metavar="F",
-        type=float,
-        help="0, a fraction (0.25: four trials share a GPU) or a whole number (default: 1 on a GPU machine, else 0)",
-    )
-    resources.add_argument("--cpus-per-trial", metavar="N", type=int, default=1, help="CPU cores per trial (default 1)")
-    resources.add_argument(
-        "--concurrency", metavar="N", type=int, help="most trials at once (default: what the resources allow)"
-    )
-    resources.add_argument(
-        "--compile", action="store_true", help="torch.compile each trial's model (pays off on GPUs for long trials)"
-    )
-
-    cluster = p.add_argument_group("cluster")
-    cluster.add_argument(
-        "--address", metavar="ADDR", help="an existing Ray cluster, HOST:PORT or auto (default: start a local one)"
-    )
-    cluster.add_argument(
-        "--storage", metavar="URI", help="where Ray Tune keeps experiment state, a path or URI (default OUT/TASK/tune)"
-    )
-    cluster.add_argument(
-        "--dashboard-port",
-        metavar="PORT",
-        type=int,
-        default=8265,
-        help="the local Ray dashboard's port on 127.0.0.1 (default 8265)",
-    )
-    cluster.add_argument(
-        "--max-failures",
-        metavar="N",
-        type=int,
-        default=2,
-        help="restarts of a failed trial from its checkpoint (default 2)",
-    )
-
-    output = p.add_argument_group("output")
-    output.add_argument(
-        "--out", metavar="DIR", default="runs", help="results root; a task writes OUT/TASK (default ./runs)"
-    )
-    output.add_argument("--resume", action="store_true", help="continue this task's interrupted search in OUT")
-    output.add_argument("--overwrite", action="store_true", help="replace a search already in OUT instead of refusing")
-    output.add_argument("--no-retrain", dest="retrain", action="store_false", help="skip retraining the best config")
-    output.add_argument(
-        "--retrain-again", action="store_true", help="retrain the best configuration even if it was retrained"
-    )
-    output.add_argument(
-        "--retrain-seeds",
-        metavar="K",
-        type=int,
-        default=1,
-        help="retrain with K seeds; the test metric is their mean (default 1)",
-    )
-    output.add_argument("-v", "--verbose", action="store_true", help="Ray Tune's full progress tables and logs")
-    return p
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("search")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown"
 
 
 def _tasks_command(argv: Sequence[str]) -> int:
@@ -250,6 +73,38 @@ def _predict_command(argv: Sequence[str]) -> int:
     lines, failed = predict_lines(saved, args.images, args.top)
     print("\n".join(lines))
     return 2 if failed else 0
+
+
+def _export_command(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="search export",
+        description="Write TASK's retrained model as OUT/TASK/model/model.onnx and check it against the torch model "
+        "with ONNX Runtime on real images (the largest logit difference is printed).",
+    )
+    p.add_argument("task", metavar="TASK", help="the task (or image folder) whose retrained model to export")
+    p.add_argument("--onnx", action="store_true", required=True, help="ONNX, dynamic batch (the one format so far)")
+    p.add_argument("--opset", type=int, default=18, help="the ONNX opset (default 18)")
+    p.add_argument("--images", nargs="+", metavar="IMAGE", help="images to check on (default: 8 of the test split)")
+    p.add_argument("--out", default="runs", help="results root the search wrote (default ./runs)")
+    args = p.parse_args(argv)
+    if missing := [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]:
+        raise UsageError(f"search export --onnx needs {', '.join(missing)}: pip install 'search[export]'")
+    from search.data import resolve_task
+    from search.export import ONNX_FILE, TOLERANCE, check_onnx, export_onnx, sample_inputs
+    from search.predict import SavedModel
+
+    folder = Path(args.out) / resolve_task(args.task).name
+    saved = SavedModel.load(folder / "model", f"python -m search {args.task} --out {args.out}")
+    inputs = sample_inputs(saved, folder, args.images or [])
+    export_onnx(saved, folder / "model" / ONNX_FILE, args.opset)
+    worst = check_onnx(saved, folder / "model" / ONNX_FILE, inputs)
+    print(f"{folder / 'model' / ONNX_FILE}: max logit difference {worst:.2e} against torch on {len(inputs)} images")
+    if worst > TOLERANCE:
+        raise SearchFailed(f"the ONNX model's logits differ from torch's by {worst:.2e} (over {TOLERANCE:g})")
+    return 0
+
+
+COMMANDS = {"tasks": _tasks_command, "report": _report_command, "predict": _predict_command, "export": _export_command}
 
 
 def _search_command(argv: Sequence[str]) -> int:
@@ -366,13 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if clash := datasets_clash():
         print(clash, file=sys.stderr)
     try:
-        if argv and argv[0] == "tasks":
-            return _tasks_command(argv[1:])
-        if argv and argv[0] == "report":
-            return _report_command(argv[1:])
-        if argv and argv[0] == "predict":
-            return _predict_command(argv[1:])
-        return _search_command(argv)
+        command = COMMANDS.get(argv[0]) if argv else None
+        return command(argv[1:]) if command else _search_command(argv)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

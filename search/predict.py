@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from safetensors.torch import load_file
@@ -44,13 +45,17 @@ class SavedModel:
             model.load_state_dict(load_file(str(directory / "weights.safetensors")))
         return cls(model.eval(), prep, [str(c) for c in classes], size)
 
-    @torch.no_grad()
-    def probabilities(self, path: str) -> torch.Tensor:
-        """Class probabilities of one image, decoded exactly as the training images were."""
+    def pixels(self, path: str) -> np.ndarray:
+        """One image ``[S, S, 3]`` uint8, decoded exactly as the training images were; ValueError if it cannot be."""
         pixels, _, reason = decode(path, self.image_size)
         if pixels is None:
             raise ValueError(reason)
-        x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+        return pixels
+
+    @torch.no_grad()
+    def probabilities(self, path: str) -> torch.Tensor:
+        """Class probabilities of one image."""
+        x = torch.from_numpy(self.pixels(path).copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255)
         return self.model(self.prep(x)).softmax(1)[0]
 
 

@@ -27,8 +27,11 @@ def run_retrains(config: dict, setup: TrialSetup, resources: Resources, seeds: l
 
 
 def save_model(directory: Path, outcome: dict, config: dict, classes: list[str], image_size: int) -> None:
-    """``weights.safetensors``, ``config.json`` and ``labels.json``: loadable with timm + safetensors alone. The
-    folder is written beside ``directory`` and swapped in whole, so a crash never mixes two retrains' files."""
+    """``weights.safetensors``, ``config.json`` and ``labels.json``: stock timm loads the folder
+    (``timm.create_model("local-dir:DIR", pretrained=True)``: its config.json is also timm's, with the labels and the
+    preprocessing in ``pretrained_cfg``). The folder is written beside ``directory`` and swapped in whole, so a crash
+    never mixes two retrains' files."""
+    prep = outcome["preprocess"]
     with atomic_folder(directory) as staging:
         save_file(outcome["state_dict"], str(staging / "weights.safetensors"))
         write_json(
@@ -37,9 +40,17 @@ def save_model(directory: Path, outcome: dict, config: dict, classes: list[str],
                 "backbone": config["backbone"],
                 "num_classes": len(classes),
                 "input_size": [3, image_size, image_size],
-                **outcome["preprocess"],
+                **prep,
                 "resize": "shorter side to input size, then centre crop",
                 "config": config,
+                # timm's own keys (its save_for_hf layout); timm finds weights.safetensors as the folder's one file
+                "architecture": config["backbone"],
+                "label_names": classes,
+                "pretrained_cfg": {
+                    "input_size": [3, image_size, image_size],
+                    "crop_mode": "center",
+                    **{k: prep[k] for k in ("mean", "std", "crop_pct", "interpolation")},
+                },
             },
         )
         write_json(staging / "labels.json", classes)

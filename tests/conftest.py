@@ -12,6 +12,14 @@ from datasets import make_demo_dataset
 TINY_SPLITS = {"train": 24, "valid": 8, "test": 8}
 
 
+def trial_config(**values) -> dict:
+    """A whole trial configuration, ``values`` over these: every knob, so one added with a default joins by itself."""
+    from trainables import TrialConfig
+
+    base = {"backbone": "resnet18", "freeze_depth": 2, "aug_strength": 0.3, "lr": 1e-3, "weight_decay": 1e-4}
+    return TrialConfig(**{**base, "batch_size": 32, "label_smoothing": 0.1, "dropout": 0.2, **values}).to_dict()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Keep decoded caches and generated data out of the user's home."""

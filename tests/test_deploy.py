@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from search.cli import search_parser
+from search.parser import search_parser
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 

@@ -13,18 +13,9 @@ from results import (
     top_configs,
     trials_frame,
 )
-from trainables import TrialConfig
+from tests.conftest import trial_config
 
-CONFIG = TrialConfig(  # every knob: one added with a default joins the fixture by itself
-    backbone="resnet18",
-    freeze_depth=2,
-    aug_strength=0.3,
-    lr=1e-3,
-    weight_decay=1e-4,
-    batch_size=32,
-    label_smoothing=0.1,
-    dropout=0.2,
-).to_dict()
+CONFIG = trial_config()
 
 
 def _epoch(epoch, acc, loss=0.5):

@@ -4,19 +4,20 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file
 
 import datasets.synthetic
 from datasets import build_cache, default_cache_root, scan_folder
 from results import BACKBONE_COLUMNS, EPOCH_COLUMNS, TOP_COLUMNS, TRIAL_COLUMNS
 from search import main
+from search.predict import SavedModel
 from tests.conftest import TINY_SPLITS, console_errors
-from trainables import Images, Preprocess, evaluate
+from trainables import Images, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -93,20 +94,47 @@ def test_best_json_is_synthetic_with_test_metrics_and_provenance(finished_search
     assert "synthetic" in (finished_search / "egg" / "best.md").read_text()
 
 
-def test_saved_model_loads_with_timm_and_reproduces_the_test_accuracy(finished_search):
+def test_stock_timm_loads_the_model_folder_with_its_labels_and_gives_predicts_logits(finished_search):
     model_dir = finished_search / "egg" / "model"
-    config = json.loads((model_dir / "config.json").read_text())
+    model = timm.create_model(f"local-dir:{model_dir}", pretrained=True).eval()
+    saved = SavedModel.load(model_dir, "python -m search egg --demo")
     labels = json.loads((model_dir / "labels.json").read_text())
-    model = timm.create_model(config["backbone"], pretrained=False, num_classes=len(labels))
-    model.load_state_dict(load_file(str(model_dir / "weights.safetensors")))
+    assert model.pretrained_cfg["label_names"] == labels == saved.classes
+    data = timm.data.resolve_data_config(model=model)
+    assert (tuple(data["mean"]), tuple(data["std"]), data["crop_pct"]) == (
+        saved.prep.mean,
+        saved.prep.std,
+        saved.prep.crop_pct,
+    )
     best = json.loads((finished_search / "egg" / "best.json").read_text())
     root = datasets.synthetic.make_demo_dataset("egg", default_cache_root() / "demo", per_class=TINY_SPLITS)
-    cache = build_cache(scan_folder(root), config["input_size"][-1])
+    cache = build_cache(scan_folder(root), saved.image_size)
     torch.set_num_threads(1)
-    prep = Preprocess(tuple(config["mean"]), tuple(config["std"]), config["crop_pct"], config["interpolation"])
-    result = evaluate(model, Images([cache.load("test")]), len(labels), prep)
+    test = Images([cache.load("test")])
+    x, _ = test.batch(np.arange(len(test)))
+    with torch.no_grad():
+        inputs = saved.prep(x.float() / 255)
+        torch.testing.assert_close(model(inputs), saved.model(inputs), rtol=0, atol=0)
+    result = evaluate(model, test, len(labels), saved.prep)
     assert result["acc"] == pytest.approx(best["model_test_acc"])
     assert best["model_test_acc"] == best["test_acc_per_seed"][0]
+
+
+def test_export_writes_an_onnx_model_that_onnx_runtime_runs_as_torch_does(finished_search, capsys):
+    import onnxruntime
+
+    assert main(["export", "egg", "--onnx", "--out", str(finished_search)]) == 0
+    path = finished_search / "egg" / "model" / "model.onnx"
+    assert f"{path}: max logit difference" in capsys.readouterr().out
+    saved = SavedModel.load(path.parent, "python -m search egg --demo")
+    root = datasets.synthetic.make_demo_dataset("egg", default_cache_root() / "demo", per_class=TINY_SPLITS)
+    test = Images([build_cache(scan_folder(root), saved.image_size).load("test")])
+    x, _ = test.batch(np.arange(8))  # a batch size the export never saw: the batch dimension is dynamic
+    inputs = saved.prep(x.float() / 255)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = saved.model(inputs).numpy()
+    assert np.abs(session.run(["logits"], {"images": inputs.numpy()})[0] - expected).max() < 1e-4
 
 
 def test_the_retrain_over_two_seeds_reports_their_mean_and_spread(finished_search):

@@ -3,19 +3,11 @@ import pytest
 import torch
 
 from datasets import UsageError
+from tests.conftest import trial_config
 from trainables import Images, TrialConfig, lr_at, macro_f1
 from trainables.loop import batches, steps_per_epoch
 
-CONFIG = TrialConfig(  # every knob: one added with a default joins the fixture by itself
-    backbone="resnet10t",
-    freeze_depth=2,
-    aug_strength=0.5,
-    lr=1e-3,
-    weight_decay=1e-4,
-    batch_size=16,
-    label_smoothing=0.1,
-    dropout=0.2,
-).to_dict()
+CONFIG = trial_config(backbone="resnet10t", aug_strength=0.5, batch_size=16)
 
 
 def test_lr_warms_up_then_decays_to_zero():
