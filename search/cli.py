@@ -184,7 +184,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace, tasks: l
     words = ["python", "-m", "search", *tasks]
     for action in parser._actions:  # argparse lists a parser's options nowhere public
         value = getattr(args, action.dest, None)
-        if not action.option_strings or action.dest in ("help", "resume", "overwrite") or value == action.default:
+        skipped = action.default == argparse.SUPPRESS or action.dest in ("resume", "overwrite")  # -h, --version
+        if not action.option_strings or skipped or value == action.default:
             continue
         words.append(action.option_strings[0])
         if action.nargs != 0:  # not a flag
