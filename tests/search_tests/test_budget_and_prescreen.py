@@ -45,7 +45,9 @@ def _search(tiny_eggs, out, weights, *extra: str) -> int:
 
 
 def test_prescreen_keeps_the_best_scored_backbone_and_the_tables_say_why(ray_cluster, tiny_eggs, tmp_path, weights):
-    code = _search(tiny_eggs, tmp_path, weights, "--trials", "4", "--max-epochs", "2", "--prescreen", "1")
+    code = _search(
+        tiny_eggs, tmp_path, weights, "--trials", "4", "--max-epochs", "2", "--prescreen", "1", "--no-retrain"
+    )
     assert code == 0
     task = tmp_path / tiny_eggs.name
     best = json.loads((task / "best.json").read_text())
@@ -76,16 +78,16 @@ def test_prescreen_keeps_the_best_scored_backbone_and_the_tables_say_why(ray_clu
 
 def test_a_time_budget_ends_a_long_search_with_a_retrained_model(ray_cluster, tiny_eggs, tmp_path, weights):
     started = time.monotonic()
-    code = _search(tiny_eggs, tmp_path, weights, "--trials", "200", "--max-epochs", "20", "--time-budget", "40s")
+    code = _search(tiny_eggs, tmp_path, weights, "--trials", "200", "--max-epochs", "20", "--time-budget", "25s")
     wall = time.monotonic() - started
     assert code == 0
     task = tmp_path / tiny_eggs.name
     best = json.loads((task / "best.json").read_text())
     trials = pd.read_parquet(task / "trials.parquet")
-    assert len(trials) < 200 and best["limit"] == "time budget 40 s"
+    assert len(trials) < 200 and best["limit"] == "time budget 25 s"
     assert "test_acc" in best and (task / "model" / "weights.safetensors").is_file()
-    assert "| search ended by | time budget 40 s |" in (task / "best.md").read_text()
-    assert wall < 80, f"a 40 s budget took {wall:.0f} s"  # loose: the machine is shared; the budget held at 40 s
+    assert "| search ended by | time budget 25 s |" in (task / "best.md").read_text()
+    assert wall < 60, f"a 25 s budget took {wall:.0f} s"  # loose: the machine is shared; the budget held at 25 s
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("20m", 1200), ("1h30m", 5400)])

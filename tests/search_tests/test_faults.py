@@ -28,7 +28,7 @@ from search.data import resolve_task
 from search.driver import Prepared, run_task
 from search.options import SearchOptions
 from search.tuner import SearchFiles, run_trials
-from trainables import TrialSetup, train_trial
+from trainables import Range, TrialSetup, train_trial
 
 LIMIT_S = 240  # no single stage of a test may hang the suite longer than this
 
@@ -170,6 +170,7 @@ def _one_trial(
         points=[("recipe", point)],
         max_failures=max_failures,
         trainable=trainable,
+        ranges={"batch_size": Range(choices=(batch_size,))},  # a batch the declared space may not offer
     )
 
 
@@ -205,66 +206,70 @@ def test_a_trial_restored_from_a_damaged_checkpoint_starts_again_and_records_eac
     assert epochs_frame(outcome.records)["epoch"].tolist() == [1, 2]
 
 
-KILLED_AT_A_SAVE = """
-import os, signal, sys
-from pathlib import Path
-import ray
-from ray import tune
-from search.cluster import node_resources, plan_resources
-from search.driver import Prepared
-from search.options import SearchOptions
-from search.tuner import SearchFiles, run_trials
-from trainables import TrialSetup
-
-eggs, out, resume = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "resume"
-
-
 class KillAfterTheSecondSave(tune.Callback):
-    \"\"\"kill -9 of the driver right after Ray Tune registered a trial's second checkpoint, before the experiment
-    snapshot that names it: the moment Ray's own num_to_keep has deleted the checkpoint the last snapshot names.\"\"\"
+    """kill -9 of the driver right after Ray Tune registered a trial's second checkpoint, before the experiment
+    snapshot that names it: the moment Ray's own num_to_keep deleted the checkpoint the last snapshot names. Once:
+    the restored search, which unpickles this callback too, finds the marker."""
 
-    def __init__(self):
-        self.saves = 0
+    def __init__(self, marker: Path):
+        self.marker, self.saves = marker, 0
 
     def on_trial_save(self, iteration, trials, trial, **info):
         self.saves += 1
-        if self.saves == 2 and not (out / "killed").exists():
-            (out / "killed").touch()
+        if self.saves == 2 and not self.marker.exists():
+            self.marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def saved_run(eggs: str, out: Path, resume: bool, callbacks=()):
+    """One trial of full fine-tuning, 3 epochs, through the search's Tuner (also in the driver process below)."""
+    prepared = Prepared(
+        SearchOptions(task=eggs, backbones=("resnet10t",), pretrained="off", image_size=24, out=str(out))
+    )
+    point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
+    point |= {"batch_size": 32, "label_smoothing": 0.0, "dropout": 0.0}
+    return run_trials(
+        TrialSetup(prepared.data.cache, max_epochs=3),
+        ["resnet10t"],
+        trials=1,
+        resources=plan_resources(node_resources(), 1, 0, None),
+        files=SearchFiles.under(out, None, "saved"),
+        resume=resume,
+        points=[("recipe", point)],
+        max_failures=1,
+        callbacks=callbacks,
+    )
+
+
+KILLED_DRIVER = """
+import sys
+from pathlib import Path
+import ray
+from tests.search_tests.test_faults import KillAfterTheSecondSave, saved_run
+
 ray.init(num_cpus=1, include_dashboard=False)
-options = SearchOptions(task=eggs, backbones=("resnet10t",), pretrained="off", image_size=24, out=str(out))
-prepared = Prepared(options)
-point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
-point |= {"batch_size": 32, "label_smoothing": 0.0, "dropout": 0.0}
-outcome = run_trials(
-    TrialSetup(prepared.data.cache, max_epochs=3),
-    ["resnet10t"],
-    trials=1,
-    resources=plan_resources(node_resources(), 1, 0, None),
-    files=SearchFiles.under(out, None, "saved"),
-    resume=resume,
-    points=[("recipe", point)],
-    max_failures=1,
-    callbacks=[KillAfterTheSecondSave()],
-)
-(out / "records.json").write_text(__import__("json").dumps(outcome.records, default=str))
+out = Path(sys.argv[2])
+saved_run(sys.argv[1], out, resume=False, callbacks=[KillAfterTheSecondSave(out / "killed")])
 """
 
 
-def test_a_driver_killed_as_ray_registers_a_checkpoint_resumes_the_trial_from_a_checkpoint_that_exists(eggs, tmp_path):
-    script = tmp_path / "driver.py"
-    script.write_text(KILLED_AT_A_SAVE)
+def test_a_driver_killed_as_ray_registers_a_checkpoint_resumes_the_trial_from_a_checkpoint_that_exists(
+    ray_cluster, eggs, tmp_path
+):
     out = tmp_path / "out"
     out.mkdir()
-    run = [sys.executable, str(script), str(eggs), str(out)]
-    killed = subprocess.run([*run, "new"], capture_output=True, text=True, timeout=LIMIT_S, start_new_session=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_DRIVER, str(eggs), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S,
+        start_new_session=True,
+        cwd=Path(__file__).parents[2],  # where `tests` imports from
+    )
     assert killed.returncode == -signal.SIGKILL and (out / "killed").exists(), killed.stderr[-2000:]
-    resumed = subprocess.run([*run, "resume"], capture_output=True, text=True, timeout=LIMIT_S)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    records = json.loads((out / "records.json").read_text())
+    records = saved_run(str(eggs), out, resume=True).records
+
     trials = trials_frame(records, max_epochs=3)
     assert trials["status"].tolist() == ["TERMINATED"], trials["error"].tolist()
     assert epochs_frame(records)["epoch"].tolist() == [1, 2, 3]
@@ -280,7 +285,7 @@ TRIALS = 6
 def _command(eggs: Path, out: Path, *extra: str) -> list[str]:
     return [
         *(sys.executable, "-m", "search", str(eggs), "--out", str(out), "--trials", str(TRIALS)),
-        *("--max-epochs", "4", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off", *extra),
+        *("--max-epochs", "3", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off", *extra),
     ]
 
 
@@ -462,7 +467,9 @@ def test_resume_needs_the_same_search_and_a_new_search_does_not_overwrite_one(in
     assert "--resume: no search of" in capsys.readouterr().err
 
 
-MEMORY_CAP_MB = 600  # at 160 px, resnet10t needs 400-500 MB more to train a batch of 32, and 700-800 for 64
+# at 160 px, resnet10t needs 400-500 MB more to train a batch of 32 and 700-800 for 64: a cap between 32 and 64
+# failed now and then (oneDNN's scratchpads vary); between 64 and 128 the margins are three times as wide
+MEMORY_CAP_MB = 1100
 
 
 def memory_capped_trial(config: dict, setup: TrialSetup) -> None:
@@ -483,8 +490,8 @@ def memory_capped_trial(config: dict, setup: TrialSetup) -> None:
 
 def test_a_batch_that_does_not_fit_in_memory_is_retried_once_at_half_the_size(ray_cluster, eggs, tmp_path):
     outcome = _one_trial(
-        eggs, tmp_path, memory_capped_trial, image_size=160, batch_size=64, max_epochs=1, max_failures=0
+        eggs, tmp_path, memory_capped_trial, image_size=160, batch_size=128, max_epochs=1, max_failures=0
     )
     trials = trials_frame(outcome.records, max_epochs=1)
     assert trials["status"].tolist() == ["TERMINATED"], trials["error"].tolist()
-    assert trials["batch_size"].tolist() == [64] and trials["trained_batch_size"].tolist() == [32]
+    assert trials["batch_size"].tolist() == [128] and trials["trained_batch_size"].tolist() == [64]

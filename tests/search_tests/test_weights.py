@@ -89,6 +89,7 @@ def test_a_search_whose_every_trial_fails_says_why_and_writes_no_winner(ray_clus
         max_epochs=1,
         image_size=20,
         retrain=False,
+        max_failures=0,  # each failure starts a new worker: restarts would only repeat the same error
         out=str(tmp_path / "runs"),
     )
     prepared = Prepared(options)
