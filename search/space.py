@@ -113,7 +113,7 @@ class StudySearch(Searcher):
       stopped it, or the time budget did) is PRUNED, not COMPLETE at an early epoch's accuracy, so TPE ranks it
       below the trials that ran to the end;
     - a restore fails the Optuna trials that were asked for after the last experiment snapshot (Ray Tune never ran
-      them and never will).
+      them and never will), and leaves alone those told after it (Ray Tune may run their last epoch again).
 
     Ray Tune saves ``save()``'s small state with each experiment snapshot; the study itself lives in ``storage``.
     """
@@ -181,6 +181,12 @@ class StudySearch(Searcher):
         for orphan in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if orphan.number not in known:
                 self.study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+        # the study is written at once, the snapshot holding this state every half second: a trial told after the
+        # last snapshot is finished in the study, and Ray Tune may still run its last epoch again
+        finished = {t.number: t.state.name for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
+        for trial_id, number in self.state["numbers"].items():
+            if number in finished:
+                self.state["told"].setdefault(trial_id, finished[number])
 
     def _trial(self, trial_id: str) -> optuna.Trial:
         """The running Optuna trial of a Ray trial, also after a restore (through the storage's public interface)."""

@@ -280,6 +280,7 @@ def test_a_driver_killed_as_ray_registers_a_checkpoint_resumes_the_trial_from_a_
 # --- the driver: Ctrl-C, then kill -9, then kill -9 during the retrain, each followed by --resume -------------------
 
 TRIALS = 6
+STOPS = 3  # the driver stopped before --resume: kill -9, Ctrl-C, kill -9 as a checkpoint appears
 
 
 def _command(eggs: Path, out: Path, *extra: str) -> list[str]:
@@ -395,8 +396,14 @@ def test_after_every_kill_and_resume_no_trial_is_lost_or_errored_and_each_epoch_
     assert (trials["epochs_run"] >= 1).all(), "every trial trained"
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     for trial_id, run in trials.set_index("trial_id")["epochs_run"].items():
-        history = _results(next(experiment.glob(f"train_trial_{trial_id}_*")))
-        assert [h["epoch"] for h in history] == list(range(1, run + 1)), f"{trial_id} reported an epoch twice"
+        recorded = epochs.loc[epochs["trial_id"] == trial_id, "epoch"].tolist()
+        assert recorded == list(range(1, run + 1)), f"{trial_id}: every epoch once in epochs.parquet"
+        # Ray Tune's own log: an epoch whose result arrived as the driver stopped, before its checkpoint was
+        # registered, runs again after the restore, right after itself; nothing else repeats
+        reported = [h["epoch"] for h in _results(next(experiment.glob(f"train_trial_{trial_id}_*")))]
+        collapsed = [e for i, e in enumerate(reported) if i == 0 or e != reported[i - 1]]
+        assert collapsed == list(range(1, run + 1)), f"{trial_id} ran {reported}"
+        assert len(reported) - run <= STOPS, f"{trial_id} ran an epoch again more often than the driver stopped"
     assert "re-use actor" not in "".join(p.read_text() for p in interrupted_search["out"].glob("*.log"))
 
 
@@ -422,7 +429,7 @@ def test_after_kill_9_resume_runs_each_trial_once_and_never_reruns_a_finished_on
         stamps = epochs.loc[epochs["trial_id"] == trial_id, "timestamp"]
         assert len(stamps) and (stamps <= kill["at"]).all(), f"{trial_id} finished before the kill and ran again"
         trial_dir = next(interrupted_search["experiment"].glob(f"train_trial_{trial_id}_*"))
-        assert len(_results(trial_dir)) == len(stamps), f"{trial_id} reported again after the kill"
+        assert all(r["timestamp"] <= kill["at"] for r in _results(trial_dir)), f"{trial_id} reported after the kill"
 
 
 def test_the_optuna_study_is_kept_beside_the_results_with_every_trial(interrupted_search):

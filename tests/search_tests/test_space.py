@@ -85,6 +85,23 @@ def test_a_trial_stopped_before_its_last_epoch_is_pruned_with_its_epochs_as_inte
     assert trials["failed"].state == optuna.trial.TrialState.FAIL
 
 
+def test_a_trial_told_after_the_last_snapshot_is_left_as_told_when_its_last_epoch_runs_again(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = make_searcher(BACKBONES, seed=0, trials=4, max_epochs=2, storage=optuna.storages.RDBStorage(storage))
+    searcher.suggest("t")
+    searcher.on_trial_result("t", {"val_acc": 0.5, "epoch": 1})
+    searcher.save(str(tmp_path / "snapshot.pkl"))  # the experiment snapshot; then the driver goes on
+    searcher.on_trial_complete("t", {"val_acc": 0.75, "epoch": 2})  # the study has it at once; then kill -9
+
+    restored = make_searcher(BACKBONES, seed=0, trials=4, max_epochs=2, storage=optuna.storages.RDBStorage(storage))
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    restored.on_trial_result("t", {"val_acc": 0.7, "epoch": 2})  # Ray Tune runs epoch 2 again from epoch 1's state
+    restored.on_trial_complete("t", {"val_acc": 0.7, "epoch": 2})
+    (trial,) = optuna.load_study(study_name="search", storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.75
+    assert trial.intermediate_values == {1: 0.5, 2: 0.75}
+
+
 def test_asha_stops_a_weak_fine_tuning_trial_but_lets_a_cheap_probe_finish(tmp_path):
     scheduler = make_scheduler(4, tmp_path / "rungs.json")
     scheduler.set_search_properties("val_acc", "max")
