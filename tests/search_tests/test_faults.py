@@ -149,7 +149,17 @@ def test_a_trial_that_always_raises_ends_as_error_after_its_retries_and_the_othe
 
 
 def _one_trial(
-    eggs: Path, tmp_path: Path, trainable, *, image_size: int, batch_size: int, max_epochs: int, max_failures: int
+    eggs: Path,
+    tmp_path: Path,
+    trainable,
+    *,
+    image_size: int,
+    batch_size: int,
+    max_epochs: int,
+    max_failures: int,
+    name: str = "one",
+    resume: bool = False,
+    callbacks=(),
 ):
     """One trial of full fine-tuning of resnet10t on ``eggs``, run by ``trainable`` through the search's Tuner."""
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import the tests
@@ -165,11 +175,12 @@ def _one_trial(
         ["resnet10t"],
         trials=1,
         resources=plan_resources(node_resources(), 1, 0, None),
-        files=SearchFiles.under(tmp_path, None, "one"),
-        resume=False,
+        files=SearchFiles.under(tmp_path, None, name),
+        resume=resume,
         points=[("recipe", point)],
         max_failures=max_failures,
         trainable=trainable,
+        callbacks=callbacks,
         ranges={"batch_size": Range(choices=(batch_size,))},  # a batch the declared space may not offer
     )
 
@@ -222,21 +233,17 @@ class KillAfterTheSecondSave(tune.Callback):
 
 
 def saved_run(eggs: str, out: Path, resume: bool, callbacks=()):
-    """One trial of full fine-tuning, 3 epochs, through the search's Tuner (also in the driver process below)."""
-    prepared = Prepared(
-        SearchOptions(task=eggs, backbones=("resnet10t",), pretrained="off", image_size=24, out=str(out))
-    )
-    point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
-    point |= {"batch_size": 32, "label_smoothing": 0.0, "dropout": 0.0}
-    return run_trials(
-        TrialSetup(prepared.data.cache, max_epochs=3),
-        ["resnet10t"],
-        trials=1,
-        resources=plan_resources(node_resources(), 1, 0, None),
-        files=SearchFiles.under(out, None, "saved"),
-        resume=resume,
-        points=[("recipe", point)],
+    """The one trial, 3 epochs, of the test below (also in the driver process it kills)."""
+    return _one_trial(
+        Path(eggs),
+        out,
+        train_trial,
+        image_size=24,
+        batch_size=32,
+        max_epochs=3,
         max_failures=1,
+        name="saved",
+        resume=resume,
         callbacks=callbacks,
     )
 
