@@ -189,7 +189,9 @@ def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> pd.D
     trials = trials_frame(finished, opts.max_epochs, plan.pretrained)
     write_parquet(out / "trials.parquet", trials)
     write_parquet(out / "epochs.parquet", epochs_frame(outcome.records))
-    if outcome.interrupted:
+    # Ctrl-C between two trials: Ray Tune returns the finished ones alone, before the next one exists
+    cut_short = len(outcome.records) < opts.trials and not budget_ended
+    if outcome.interrupted or cut_short:
         raise SearchInterrupted(
             f"{prepared.data.task.name}: stopped with {len(finished)} of {opts.trials} trials finished "
             f"(their tables are in {out}; every trial's latest checkpoint is kept)"

@@ -25,7 +25,8 @@ from results import best_trial, epochs_frame, trials_frame
 from search import main
 from search.cluster import node_resources, plan_resources
 from search.data import resolve_task
-from search.driver import Prepared, run_task
+from search.driver import Plan, Prepared, run_task, write_trial_tables
+from search.errors import SearchInterrupted
 from search.options import SearchOptions
 from search.tuner import SearchFiles, run_trials
 from trainables import Range, TrialSetup, train_trial
@@ -282,6 +283,36 @@ def test_a_driver_killed_as_ray_registers_a_checkpoint_resumes_the_trial_from_a_
     assert epochs_frame(records)["epoch"].tolist() == [1, 2, 3]
     left = sorted(p.name for p in (out / "tune" / "saved").glob("train_trial_*/checkpoint_*"))
     assert len(left) == 1, f"the older checkpoints are deleted once a snapshot names a newer one: {left}"
+
+
+class CtrlCAfterTheFirstTrial(tune.Callback):
+    """Ctrl-C as the first trial ends: one trial at a time, so the next one does not exist yet."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        os.kill(os.getpid(), signal.SIGINT)  # Ray Tune's handler (the test runs in the main thread) ends the run
+
+
+def test_ctrl_c_between_two_trials_stops_the_search_instead_of_retraining_the_one_finished(ray_cluster, eggs, tmp_path):
+    options = SearchOptions(task=str(eggs), backbones=("resnet10t",), pretrained="off", trials=3, out=str(tmp_path))
+    prepared = Prepared(options)
+    point = {"backbone": "resnet10t", "freeze_depth": 3, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
+    point |= {"batch_size": 32, "label_smoothing": 0.0, "dropout": 0.0}
+    setup = TrialSetup(prepared.data.cache, max_epochs=1)
+    outcome = run_trials(
+        setup,
+        ["resnet10t"],
+        trials=3,
+        resources=plan_resources(node_resources(), 1, 0, 1),
+        files=prepared.files,
+        resume=False,
+        points=[("recipe", point)],
+        callbacks=[CtrlCAfterTheFirstTrial()],
+    )
+    assert [r["finished"] for r in outcome.records] == [True], "Ray Tune returns the one finished trial alone"
+    plan = Plan(setup, None, ["resnet10t"], [], {}, {"resnet10t": False}, 0.0, None)
+    with pytest.raises(SearchInterrupted, match="stopped with 1 of 3 trials finished"):
+        write_trial_tables(prepared, plan, outcome)
+    assert len(pd.read_parquet(tmp_path / prepared.data.task.name / "trials.parquet")) == 1
 
 
 # --- the driver: Ctrl-C, then kill -9, then kill -9 during the retrain, each followed by --resume -------------------
