@@ -22,7 +22,8 @@ from torchvision import datasets as tv_datasets
 from torchvision import transforms
 
 from datasets import build_cache, scan_folder
-from trainables import Images, Preprocess, augment
+from datasets.decode import DECODE_CROP_PCT
+from trainables import Images, Preprocess
 from trainables.accel import to_unit
 from trainables.loop import batches
 
@@ -47,13 +48,13 @@ def ours(root: Path, size: int, epochs: int, batch: int, cache_root: Path) -> tu
     build_s = time.perf_counter() - start
     data = Images([cache.load("train")])
     gen = torch.Generator().manual_seed(0)
-    prep = Preprocess(MEAN, STD)
+    prep = Preprocess(MEAN, STD, crop_pct=DECODE_CROP_PCT, size=size)
     rates = []
     for epoch in range(epochs):
         start, seen = time.perf_counter(), 0
         for idx in batches(len(data), batch, np.random.default_rng(epoch)):
             x, _ = data.batch(idx)
-            prep.normalize(augment(to_unit(x), 0.5, gen))
+            prep.normalize(prep.train_view(to_unit(x), 0.5, gen))
             seen += len(idx)
         rates.append(seen / (time.perf_counter() - start))
     return build_s, rates

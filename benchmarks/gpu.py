@@ -23,7 +23,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from datasets import DEFAULT_BACKBONES
+from datasets import DEFAULT_BACKBONES, decoded_size
 from search.packing import estimate_mib
 from trainables import Images, build_model, freeze, preprocessing
 from trainables.accel import Accel
@@ -41,12 +41,13 @@ def project_epoch(backbone: str, args: argparse.Namespace, device: torch.device)
     """Images per second of the trial code's training epoch (after one warm-up epoch), and its peak GPU MiB."""
     rng = np.random.default_rng(0)
     n = args.batch_size * args.steps
-    images = rng.integers(0, 256, (n, args.image_size, args.image_size, 3), dtype=np.uint8)
+    stored = decoded_size(args.image_size)  # as the cache keeps them
+    images = rng.integers(0, 256, (n, stored, stored, 3), dtype=np.uint8)
     data = Images([(images, rng.integers(0, 2, n))])
     accel = Accel.for_device(device)
     model = accel.model(build_model(backbone, 2))
     freeze(model, 0)
-    prep = preprocessing(model)
+    prep = preprocessing(model, args.image_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -1,6 +1,7 @@
 """Tasks, image folders, the decode-once cache and the generated stand-in data."""
 
 from datasets.cache import DataCache, build_cache, cache_files, default_cache_root, local_copy, report_line
+from datasets.decode import decode, decoded_size
 from datasets.errors import DamagedFile, UsageError, reading, short
 from datasets.files import atomic_folder, atomic_write
 from datasets.folders import SPLITS, ImageFolder, scan_folder, split_map
@@ -19,6 +20,8 @@ __all__ = [
     "UsageError",
     "build_cache",
     "cache_files",
+    "decode",
+    "decoded_size",
     "default_cache_root",
     "folder_task",
     "get_task",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.decode import decode
+from datasets.decode import decode, decoded_size
 from datasets.errors import UsageError
 from datasets.files import atomic_folder
 from datasets.folders import SPLITS, ImageFolder
@@ -41,7 +41,7 @@ __all__ = [
     "report_line",
 ]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: stored at decoded_size(image_size), cropped at load
 MAX_UNREADABLE = 0.2  # a larger share of unreadable files means the folder is wrong, not a few files
 IMBALANCE_RATIO = 3.0
 log = logging.getLogger(__name__)
@@ -49,13 +49,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DataCache:
-    """Where a decoded dataset lives; small and picklable, so it travels to Ray workers as is."""
+    """Where a decoded dataset lives; small and picklable, so it travels to Ray workers as is. ``image_size`` is the
+    models' input; the images are stored larger, at ``decoded_size``, for the centre crop and augmentation."""
 
     path: Path
     fingerprint: str
     classes: tuple[str, ...]
     image_size: int
     sizes: dict[str, int]
+
+    @property
+    def decoded_size(self) -> int:
+        return decoded_size(self.image_size)
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Images ``[N, H, W, 3]`` uint8 (memory-mapped) and labels ``[N]`` int64 of one split."""
@@ -91,17 +96,17 @@ def fingerprint(folder: ImageFolder, image_size: int) -> str:
 
 
 def build_cache(folder: ImageFolder, image_size: int, root: Path | None = None) -> DataCache:
-    """Decode ``folder`` at ``image_size`` once; a second call with unchanged files reuses the arrays."""
+    """Decode ``folder`` once for models of ``image_size`` px (stored at ``decoded_size(image_size)``); a second call
+    with unchanged files reuses the arrays."""
     key = fingerprint(folder, image_size)
     target = (root or default_cache_root()) / "decoded" / key
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target):  # two searches of one new dataset decode it once
         if not _usable(target):
             started = time.perf_counter()
-            _write(folder, image_size, key, target)
-            log.info(
-                "decoded %s at %d px into %s (%.1f s)", folder.root, image_size, target, time.perf_counter() - started
-            )
+            stored = decoded_size(image_size)
+            _write(folder, stored, key, target)
+            log.info("decoded %s at %d px into %s (%.1f s)", folder.root, stored, target, time.perf_counter() - started)
         meta = json.loads((target / "meta.json").read_text())
     return DataCache(
         path=target, fingerprint=key, classes=tuple(meta["classes"]), image_size=image_size, sizes=meta["sizes"]
@@ -166,7 +171,7 @@ def _damage(target: Path) -> str | None:
     Pixels overwritten with garbage of the right size cannot be told from pixels; everything else can."""
     try:
         meta = json.loads((target / "meta.json").read_text())
-        size, classes = int(meta["image_size"]), list(meta["classes"])
+        size, classes = int(meta["decoded_size"]), list(meta["classes"])
         json.loads((target / "report.json").read_text())
         for split in SPLITS:
             n = int(meta["sizes"][split])
@@ -266,5 +271,5 @@ def _decode_into(tmp: Path, folder: ImageFolder, size: int, key: str) -> None:
     }
     (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (tmp / "meta.json").write_text(
-        json.dumps({"classes": list(folder.classes), "sizes": sizes, "fingerprint": key, "image_size": size})
+        json.dumps({"classes": list(folder.classes), "sizes": sizes, "fingerprint": key, "decoded_size": size})
     )

@@ -1,5 +1,5 @@
 """Decoding one image file the way every image of the project is decoded: EXIF orientation applied, any mode made
-RGB, resized and centre-cropped to a square; a bad file gives its reason instead of raising."""
+RGB, centre-cropped to a square and resized; a bad file gives its reason instead of raising."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["decode"]
+__all__ = ["DECODE_CROP_PCT", "decode", "decoded_size"]
+
+# timm's default crop_pct (most ImageNet weights' evaluation crop): images are stored at the size timm resizes to
+# before that crop, so the model's input is a crop of stored pixels, never an upsampled one
+DECODE_CROP_PCT = 0.875
+
+
+def decoded_size(image_size: int) -> int:
+    """The side images are stored at for a model input of ``image_size`` px (timm's ``int(size / crop_pct)``)."""
+    return int(image_size / DECODE_CROP_PCT)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -40,6 +40,7 @@ from search.resume import SEARCH_FILE, discard_search, search_record
 from search.retrain import retrain_scale, retrain_summary, run_retrains, save_model
 from search.screen import kept_backbones, screen_backbones
 from search.space import baseline_points, space_range, trial_sources, within
+from search.tracking import log_retrained, mlflow_callbacks
 from search.tuner import Outcome, run_trials
 from trainables import TrialSetup
 
@@ -111,6 +112,7 @@ def run_task(prepared: Prepared) -> dict:
         max_failures=opts.max_failures,
         verbose=opts.verbose,
         stopper=plan.stopper,
+        callbacks=mlflow_callbacks(opts.mlflow, opts.task_name),
         ranges=opts.space,
     )
     search_wall = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
@@ -120,6 +122,8 @@ def run_task(prepared: Prepared) -> dict:
     if opts.retrain:
         retrain_best(prepared, plan, record)
     write_results(prepared, plan, record, trials, epochs_frame(outcome.records), report)
+    if opts.retrain:
+        log_retrained(opts.mlflow, opts.task_name, record)
     return record
 
 

@@ -39,6 +39,7 @@ class SearchOptions:
     concurrency: int | None = None
     address: str | None = None
     storage: str | None = None
+    mlflow: str | None = None
     resume: bool = False
     overwrite: bool = False
     max_failures: int = 2

@@ -189,6 +189,12 @@ def _output_options(output) -> None:
         default=1,
         help="retrain with K seeds; the test metric is their mean (default 1)",
     )
+    output.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="also log every trial's parameters and metrics, and the retrained model's, to this MLflow tracking URI "
+        "(sqlite:///mlflow.db, http://host:5000; needs the mlflow extra)",
+    )
     output.add_argument("-v", "--verbose", action="store_true", help="Ray Tune's full progress tables and logs")
 
 

@@ -11,8 +11,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from datasets import UsageError, reading
-from datasets.decode import decode
+from datasets import UsageError, decode, decoded_size, reading
 from trainables import Preprocess
 
 __all__ = ["SavedModel", "predict_lines"]
@@ -35,8 +34,10 @@ class SavedModel:
         with reading(directory / "config.json", fix):
             config = json.loads((directory / "config.json").read_text())
             model = timm.create_model(config["backbone"], pretrained=False, num_classes=config["num_classes"])
-            prep = Preprocess(tuple(config["mean"]), tuple(config["std"]), config["crop_pct"], config["interpolation"])
             size = int(config["input_size"][-1])
+            prep = Preprocess(
+                tuple(config["mean"]), tuple(config["std"]), config["crop_pct"], config["interpolation"], size
+            )
         with reading(directory / "labels.json", fix):
             classes = json.loads((directory / "labels.json").read_text())
             if not isinstance(classes, list) or len(classes) != config["num_classes"]:
@@ -46,8 +47,9 @@ class SavedModel:
         return cls(model.eval(), prep, [str(c) for c in classes], size)
 
     def pixels(self, path: str) -> np.ndarray:
-        """One image ``[S, S, 3]`` uint8, decoded exactly as the training images were; ValueError if it cannot be."""
-        pixels, _, reason = decode(path, self.image_size)
+        """One image ``[S, S, 3]`` uint8 (S larger than the model's input, for its crop), decoded exactly as the
+        training images were; ValueError if it cannot be."""
+        pixels, _, reason = decode(path, decoded_size(self.image_size))
         if pixels is None:
             raise ValueError(reason)
         return pixels

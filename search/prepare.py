@@ -17,6 +17,7 @@ from search.lock import lock_task
 from search.options import ResolvedOptions, SearchOptions
 from search.resume import check_existing, finished_record
 from search.space import search_space
+from search.tracking import check_mlflow
 from search.tuner import SearchFiles
 from search.weights import resolve_weights
 
@@ -46,6 +47,7 @@ class Prepared:
             log.warning("%s: %s", self.data.task.name, warning)
         self.options: ResolvedOptions = options.for_task(self.data.task)
         validate_backbones(list(self.options.backbones))
+        check_mlflow(self.options.mlflow)
         self.warm_points = warm_start_points(options.warm_start, self.options.backbones, self.options.trials)
         self.weights = resolve_weights(list(self.options.backbones), self.options.pretrained, self.options.weights)
         self.files = SearchFiles.under(self.options.task_dir, self.options.storage, self.data.task.name)

@@ -41,7 +41,7 @@ def save_model(directory: Path, outcome: dict, config: dict, classes: list[str],
                 "num_classes": len(classes),
                 "input_size": [3, image_size, image_size],
                 **prep,
-                "resize": "shorter side to input size, then centre crop",
+                "resize": "shorter side to int(input size / crop_pct), then the centre input size (timm's evaluation)",
                 "config": config,
                 # timm's own keys (its save_for_hf layout); timm finds weights.safetensors as the folder's one file
                 "architecture": config["backbone"],

@@ -19,9 +19,12 @@ MAX_SHIFT = 0.15
 MAX_COLOUR = 0.4
 
 
-def augment(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Randomly transform a float batch ``[B, 3, H, W]`` in 0..1; the generator makes it repeatable."""
-    if strength <= 0:
+def augment(
+    x: torch.Tensor, strength: float, generator: torch.Generator, size: int | None = None, window: float = 1.0
+) -> torch.Tensor:
+    """Randomly transform a float batch ``[B, 3, H, W]`` in 0..1 into ``[B, 3, size, size]`` (default: H, W); the
+    untransformed view is the centre ``window`` of each side. The generator makes it repeatable."""
+    if strength <= 0 and size is None and window == 1.0:
         return x
     b = x.shape[0]
 
@@ -33,10 +36,11 @@ def augment(x: torch.Tensor, strength: float, generator: torch.Generator) -> tor
     flip = torch.where(torch.rand(b, generator=generator) < min(0.5, strength), -1.0, 1.0)
     shift = torch.stack([uniform(MAX_SHIFT * strength), uniform(MAX_SHIFT * strength)], dim=1) * 2
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack(
+    theta = window * torch.stack(
         [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
     )
-    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    out = [b, x.shape[1], size, size] if size else list(x.shape)
+    grid = F.affine_grid(theta.to(x), out, align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     brightness = (1 + uniform(MAX_COLOUR * strength)).view(b, 1, 1, 1).to(x)

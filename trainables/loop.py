@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.accel import Accel
-from trainables.augment import augment
 from trainables.model import train_mode
 from trainables.preprocess import Preprocess
 
@@ -131,7 +130,7 @@ def train_epoch(
     def loss_of(idx: np.ndarray) -> torch.Tensor:
         x, y = data.batch(idx)
         x, y = accel.batch(x), y.to(accel.device, non_blocking=True)
-        x = prep.normalize(augment(prep.view(x), aug_strength, gen))
+        x = prep.normalize(prep.train_view(x, aug_strength, gen))
         with accel.autocast():
             return F.cross_entropy(model(x), y, label_smoothing=schedule.label_smoothing)
 

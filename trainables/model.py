@@ -85,14 +85,15 @@ def train_mode(model: nn.Module, keep_statistics: bool = False) -> None:
                 module.eval()
 
 
-def preprocessing(model: nn.Module) -> Preprocess:
-    """Mean, std, crop percentage and interpolation from the backbone's pretrained config."""
+def preprocessing(model: nn.Module, size: int) -> Preprocess:
+    """Mean, std, crop percentage and interpolation from the backbone's pretrained config, for inputs of ``size``."""
     cfg = resolve_model_data_config(model)
     return Preprocess(
         tuple(cfg["mean"]),
         tuple(cfg["std"]),
         float(cfg.get("crop_pct", 1.0)),
         str(cfg.get("interpolation", "bilinear")),
+        size,
     )
 
 

@@ -28,7 +28,7 @@ def screen_backbone(backbone: str, setup: TrialSetup) -> dict:
     # as every trial seeds it: a randomly initialised backbone is the trials' one, so the same seed ranks the same
     torch.manual_seed(setup.seed)
     model = Accel.for_device(dev).model(build_model(backbone, num_classes, setup.pretrained(backbone)))
-    prep = preprocessing(model)
+    prep = preprocessing(model, data.image_size)
     key = weights_key(model, backbone)
     (_, train_y), (_, val_y) = data.load("train"), data.load("val")
     train_x, val_x = (split_features(model, data, s, key, prep, dev) for s in ("train", "val"))

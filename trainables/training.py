@@ -165,7 +165,7 @@ def start(
     freeze(model, config.freeze_depth)
     accel = Accel.for_device(dev)
     model = accel.model(model)
-    prep = preprocessing(model)
+    prep = preprocessing(model, data.image_size)
     train = Images([data.load(s) for s in train_splits])
     on_features = setup.feature_cache and config.freeze_depth == MAX_FREEZE_DEPTH
     # LP-FT needs features worth probing: a randomly initialised backbone's are not, and its fitted head would

@@ -141,8 +141,8 @@ def retrain(config: dict, setup: TrialSetup) -> dict:
         None,
         lambda metrics, *_: history.append({**metrics, "wall_s": time.perf_counter() - started}),
     )
-    prep = preprocessing(model)
     data = setup.local_data()
+    prep = preprocessing(model, data.image_size)
     test = evaluate(model, Images([data.load("test")]), len(data.classes), prep, accel=Accel.for_device(device()))
     return {
         "test_acc": test["acc"],

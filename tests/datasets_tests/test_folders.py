@@ -81,7 +81,7 @@ def test_cache_is_decoded_once_and_rebuilt_when_a_file_changes(tmp_path):
     root = _class_folders(tmp_path / "d", per_class=10)
     first = build_cache(scan_folder(root), 16, tmp_path / "cache")
     x, y = first.load("train")
-    assert x.dtype == np.uint8 and x.shape[1:] == (16, 16, 3) and len(x) == len(y)
+    assert x.dtype == np.uint8 and x.shape[1:] == (18, 18, 3) and len(x) == len(y)  # 16 px models crop 18 px
     again = build_cache(scan_folder(root), 16, tmp_path / "cache")
     assert again.path == first.path
     write_image(root / "cats" / "0.png", colour=(1, 2, 3), size=(50, 20))

@@ -44,6 +44,8 @@ def finished_search(ray_cluster, tmp_path_factory):
                 "3",
                 "--retrain-seeds",
                 "2",
+                "--mlflow",
+                f"sqlite:///{out / 'mlflow.db'}",
             ]
         )
     finally:
@@ -81,6 +83,28 @@ def test_tables_hold_every_trial_and_epoch(finished_search):
     assert set(trials["backbone"]) <= {"resnet10t", "mobilenetv3_small_050"}
     assert len(epochs) == trials["epochs_run"].sum()
     assert epochs["img_per_s"].gt(0).all()
+
+
+def test_mlflows_own_client_reads_back_every_trials_params_and_metrics_and_the_retrained_model(finished_search):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{finished_search / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("egg")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    trials = pd.read_parquet(finished_search / "egg" / "trials.parquet")
+    epochs = pd.read_parquet(finished_search / "egg" / "epochs.parquet")
+    best = json.loads((finished_search / "egg" / "best.json").read_text())
+    assert len(runs) == len(trials) + 1
+    for trial in trials.itertuples():
+        [run] = [r for name, r in runs.items() if trial.trial_id in name]
+        assert run.info.status == "FINISHED"
+        assert float(run.data.params["lr"]) == pytest.approx(trial.lr) and run.data.params["backbone"] == trial.backbone
+        logged = [m.value for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert logged == epochs.loc[epochs["trial_id"] == trial.trial_id, "val_acc"].tolist()
+    final = runs["retrained"]
+    assert final.data.tags["search.trial_id"] == best["trial_id"]
+    assert final.data.metrics["test_acc"] == pytest.approx(best["test_acc"])
+    assert final.data.params["backbone"] == best["config"]["backbone"]
 
 
 def test_best_json_is_synthetic_with_test_metrics_and_provenance(finished_search):

@@ -27,3 +27,14 @@ def test_more_strength_changes_images_more_and_seed_repeats():
     strong = augment(x.clone(), 1.0, torch.Generator().manual_seed(2))
     assert (weak - x).abs().mean() < (strong - x).abs().mean()
     assert torch.equal(strong, augment(x.clone(), 1.0, torch.Generator().manual_seed(2)))
+
+
+def test_the_training_view_is_the_input_size_and_zooms_out_into_real_pixels_beyond_the_centre_crop():
+    from trainables import Preprocess
+
+    x = torch.zeros(64, 3, 40, 40)
+    x[..., :2, :] = 1.0  # a bright band along the top, outside the centre crop of 35 px (rows 2 to 36)
+    prep = Preprocess(crop_pct=0.875, size=35)
+    trained = prep.train_view(x, 1.0, torch.Generator().manual_seed(0))
+    assert trained.shape == (64, 3, 35, 35) and prep.view(x).max() == 0
+    assert (trained.amax(dim=(1, 2, 3)) > 0.5).sum() >= 8, "shifted and zoomed-out views show the band"

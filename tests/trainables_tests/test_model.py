@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -96,20 +97,43 @@ def test_preprocessing_follows_the_pretrained_config(backbone):
 
     model = build_model(backbone, num_classes=2)
     cfg = resolve_model_data_config(model)
-    prep = preprocessing(model)
-    assert prep.mean == tuple(cfg["mean"]) and prep.std == tuple(cfg["std"])
+    prep = preprocessing(model, 48)
+    assert prep.size == 48 and prep.mean == tuple(cfg["mean"]) and prep.std == tuple(cfg["std"])
     assert prep.crop_pct == cfg["crop_pct"] and prep.interpolation == cfg["interpolation"]
 
 
-def test_the_eval_view_keeps_the_centre_crop_pct_of_the_image():
+def test_the_models_input_is_stock_timms_evaluation_transform_of_the_file(tmp_path):
+    """Decoded once at timm's resize size and centre-cropped at load, an image reaches the model exactly as timm's own
+    evaluation transform (resize the shorter side to size / crop_pct, centre crop) gives it: no pixel upsampled."""
+    from PIL import Image
+    from timm.data import create_transform
+
+    from datasets import decode, decoded_size
+    from trainables import Preprocess
+
+    coarse = np.random.default_rng(0).integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    Image.fromarray(coarse).resize((300, 300), Image.BICUBIC).save(tmp_path / "photo.png")
+    size, mean, std = 64, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    stock = create_transform(input_size=(3, size, size), crop_pct=0.875, interpolation="bicubic", mean=mean, std=std)
+    expected = stock(Image.open(tmp_path / "photo.png").convert("RGB"))
+
+    pixels, _, _ = decode(str(tmp_path / "photo.png"), decoded_size(size))
+    x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255
+    prep = Preprocess(mean, std, crop_pct=0.875, interpolation="bicubic", size=size)
+    assert pixels.shape == (73, 73, 3) and prep.crop(73) == size
+    assert torch.equal(prep(x)[0], expected)
+    assert torch.equal(prep.train_view(x, 0.0, torch.Generator()), prep.view(x)), "no augmentation: the eval view"
+
+
+def test_a_wider_crop_pct_keeps_more_of_the_stored_image_downsampled_to_the_input():
     from trainables import Preprocess
 
     x = torch.zeros(1, 3, 40, 40)
-    x[..., 10:30, 10:30] = 1.0  # a bright centre square, half the side
-    wide = Preprocess(crop_pct=1.0).view(x)
-    tight = Preprocess(crop_pct=0.5, interpolation="bilinear").view(x)
-    assert torch.equal(wide, x)
-    assert tight.shape == x.shape and tight.mean() > 0.9  # the centre fills the view
+    x[..., :, :2] = 1.0  # a bright strip at the left edge, outside the default centre crop
+    default = Preprocess(crop_pct=0.875, size=35).view(x)
+    whole = Preprocess(crop_pct=1.0, size=35).view(x)
+    assert default.shape == whole.shape == (1, 3, 35, 35)
+    assert default.max() == 0 and whole[..., 0].mean() > 0.5, "crop_pct 1.0 sees the whole stored side"
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

@@ -97,7 +97,9 @@ def test_a_fine_tuning_run_starts_from_the_probe_head_fitted_once_per_backbone(t
     assert sum("fitted the probe head" in r.message for r in caplog.records) == 1
     # before any fine-tuning step the model is the fitted probe: its epoch 1 starts where a probe's ends
     key, device = head_file.parent.name, first.accel.device
-    val_features = split_features(first.model, setup.data, "val", key, preprocessing(first.model), device)
+    val_features = split_features(
+        first.model, setup.data, "val", key, preprocessing(first.model, setup.data.image_size), device
+    )
     probe = evaluate_features(first.model.get_classifier(), val_features, setup.data.load("val")[1], 2, device)
     assert first.evaluate()["acc"] == pytest.approx(probe["acc"])
     assert head["weight"].abs().sum() > 0  # fitted, not the zero head a cold start has
