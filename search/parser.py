@@ -193,7 +193,7 @@ def _output_options(output) -> None:
         "--mlflow",
         metavar="URI",
         help="also log every trial's parameters and metrics, and the retrained model's, to this MLflow tracking URI "
-        "(sqlite:///mlflow.db, http://host:5000; needs the mlflow extra)",
+        "(sqlite:///mlflow.db, http://host:5000; needs the mlflow extra; default off)",
     )
     output.add_argument("-v", "--verbose", action="store_true", help="Ray Tune's full progress tables and logs")
 
