@@ -50,17 +50,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DataCache:
     """Where a decoded dataset lives; small and picklable, so it travels to Ray workers as is. ``image_size`` is the
-    models' input; the images are stored larger, at ``decoded_size``, for the centre crop and augmentation."""
+    models' input; the images are stored larger, at ``decoded_size(image_size)``, for the centre crop and
+    augmentation."""
 
     path: Path
     fingerprint: str
     classes: tuple[str, ...]
     image_size: int
     sizes: dict[str, int]
-
-    @property
-    def decoded_size(self) -> int:
-        return decoded_size(self.image_size)
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Images ``[N, H, W, 3]`` uint8 (memory-mapped) and labels ``[N]`` int64 of one split."""

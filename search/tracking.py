@@ -43,6 +43,5 @@ def log_retrained(uri: str | None, experiment: str, record: Mapping) -> None:
     for key, value in record["config"].items():
         client.log_param(run.info.run_id, key, value)
     for key in FINAL_METRICS:
-        if key in record:
-            client.log_metric(run.info.run_id, key, float(record[key]))
+        client.log_metric(run.info.run_id, key, float(record[key]))
     client.set_terminated(run.info.run_id)
