@@ -12,7 +12,7 @@ demo: $(VENV)/.installed
 	$(PY) -m search egg --demo --overwrite
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

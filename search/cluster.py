@@ -44,8 +44,8 @@ WORKER_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "60"}
 
 @contextmanager
 def ray_session(address: str | None = None, dashboard_port: int = DASHBOARD_PORT) -> Iterator[str | None]:
-    """Join ``address`` or start a local Ray whose dashboard listens on loopback only; yields the dashboard URL
-    (the cluster's when joining one).
+    """Join ``address`` or start a local Ray whose dashboard listens on loopback only (none at port 0); yields the
+    dashboard URL (the cluster's when joining one).
 
     An already initialised Ray (a notebook, the test suite) is used as it is and left running.
     """
@@ -57,12 +57,9 @@ def ray_session(address: str | None = None, dashboard_port: int = DASHBOARD_PORT
         context = join(address)
     else:
         os.environ.update(WORKER_ENV)  # the local workers inherit it
-        context = ray.init(
-            include_dashboard=True,
-            dashboard_host=LOOPBACK,
-            dashboard_port=free_port(dashboard_port),
-            logging_level=logging.WARNING,
-        )
+        # no dashboard (port 0) saves its processes' start, about 4 CPU-seconds: for scripts and CI
+        shown = dict(dashboard_host=LOOPBACK, dashboard_port=free_port(dashboard_port)) if dashboard_port else {}
+        context = ray.init(include_dashboard=bool(dashboard_port), logging_level=logging.WARNING, **shown)
     try:
         url = context.dashboard_url
         yield f"http://{url}" if url and not url.startswith("http") else url

@@ -161,7 +161,7 @@ def _cluster_options(cluster) -> None:
         metavar="PORT",
         type=int,
         default=8265,
-        help="the local Ray dashboard's port on 127.0.0.1 (default 8265)",
+        help="the local Ray dashboard's port on 127.0.0.1 (default 8265; 0: no dashboard)",
     )
     cluster.add_argument(
         "--max-failures",

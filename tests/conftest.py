@@ -90,7 +90,8 @@ def console_errors(driver) -> list[str]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Markers from what a test needs: Ray, a browser or a multi-node cluster make it slow (``-m "not slow"``)."""
+    """Markers from what a test needs: Ray, a browser or a multi-node cluster make it slow (``-m "not slow"``);
+    the longest files first."""
     for item in items:
         needs = set(getattr(item, "fixturenames", ()))
         if "browser" in needs:
@@ -99,3 +100,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
         if needs & {"ray_cluster", "browser", "cluster"}:
             item.add_marker(pytest.mark.slow)
+    # `make test` runs each file on one of two xdist workers, in this order (--no-loadscope-reorder): a file marked
+    # LONG starts first, or the other worker would finish early and leave it running alone
+    items.sort(key=lambda item: not getattr(item.module, "LONG", False))

@@ -172,7 +172,7 @@ def test_a_second_driver_on_a_busy_task_exits_2_at_once_naming_the_first(eggs, t
     out = tmp_path / "out"
     args = [str(eggs), "--out", str(out), *ARGS, "--max-epochs", "40"]
     first = subprocess.Popen(
-        [sys.executable, "-m", "search", *args, "--dashboard-port", "8277"],
+        [sys.executable, "-m", "search", *args, "--dashboard-port", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -1,76 +1,30 @@
-"""Faults for real: a trial's worker killed mid-epoch, a trial that always raises, Ctrl-C and kill -9 of the driver
-followed by --resume, and a retrain killed midway. Nothing here imitates a failure: processes are killed."""
+"""Faults for real inside a search: a trial's worker killed mid-epoch, a trial that always raises, a damaged checkpoint,
+a driver killed as Ray Tune registers a checkpoint, Ctrl-C between two trials, a batch too big for memory. Nothing
+here imitates a failure: processes are killed (the driver's own kill chain: test_kill_chain.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from wsgiref.util import setup_testing_defaults
 
-import optuna
-import optuna_dashboard
 import pandas as pd
 import pytest
 from ray import cloudpickle, tune
 
-from datasets import make_demo_dataset
 from results import best_trial, epochs_frame, trials_frame
-from search import main
 from search.cluster import node_resources, plan_resources
-from search.data import resolve_task
 from search.driver import Plan, Prepared, run_task, write_trial_tables
 from search.errors import SearchInterrupted
 from search.options import SearchOptions
 from search.tuner import SearchFiles, run_trials
+from tests.search_tests.processes import LIMIT_S, cpu_seconds, logged_results, wait_for
 from trainables import Range, TrialSetup, train_trial
 
-LIMIT_S = 240  # no single stage of a test may hang the suite longer than this
-
-pytestmark = pytest.mark.slow  # real driver processes killed at chosen moments
-
-
-def _wait(condition, what: str, timeout: float = LIMIT_S, process: subprocess.Popen | None = None):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if (value := condition()) is not None:
-            return value
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"the search exited ({process.returncode}) before {what}")
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def _results(trial_dir: Path) -> list[dict]:
-    """The results Ray Tune logged for a trial, one per reported epoch (a line still being written is left out)."""
-    path = trial_dir / "result.json"
-    text = path.read_text() if path.is_file() else ""
-    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
-
-
-def _statuses(experiment: Path) -> dict[str, str]:
-    """Trial id -> status in the newest experiment snapshot Ray Tune saved (what --resume will see)."""
-    for path in sorted(experiment.glob("experiment_state-*.json"), reverse=True)[:1]:
-        try:
-            trials = [json.loads(data) for data, _ in json.loads(path.read_text())["trial_data"]]
-        except (json.JSONDecodeError, OSError):
-            return {}  # being rewritten
-        return {t["trial_id"]: t["status"] for t in trials}
-    return {}
-
-
-@pytest.fixture(scope="module")
-def eggs(tmp_path_factory) -> Path:
-    """Enough images that an epoch lasts long enough to be killed in the middle."""
-    return make_demo_dataset("egg", tmp_path_factory.mktemp("eggs"), per_class={"train": 80, "valid": 16, "test": 16})
+pytestmark = pytest.mark.slow  # real worker and driver processes killed at chosen moments
 
 
 def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_epoch_once(ray_cluster, eggs, tmp_path):
@@ -89,15 +43,15 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_
     killed: dict = {}
 
     def kill_during_second_epoch():
-        trial_dir = _wait(lambda: next(experiment.glob("train_trial_*"), None), "the trial to start")
-        first = _wait(lambda: (_results(trial_dir) or [None])[0], "the first epoch")
-        spent = _cpu_seconds(first["pid"])
+        trial_dir = wait_for(lambda: next(experiment.glob("train_trial_*"), None), "the trial to start")
+        first = wait_for(lambda: (logged_results(trial_dir) or [None])[0], "the first epoch")
+        spent = cpu_seconds(first["pid"])
         # inside the second epoch: the worker has computed a tenth of the first epoch's time since reporting it (the
         # first epoch's time counts the model's set-up too, and a busy machine's waits, so a larger share can reach
         # past the second epoch)
-        _wait(lambda: _cpu_seconds(first["pid"]) - spent > 0.1 * first["time_this_iter_s"] or None, "epoch 2")
+        wait_for(lambda: cpu_seconds(first["pid"]) - spent > 0.1 * first["time_this_iter_s"] or None, "epoch 2")
         os.kill(first["pid"], signal.SIGKILL)
-        killed.update(pid=first["pid"], epochs=len(_results(trial_dir)))
+        killed.update(pid=first["pid"], epochs=len(logged_results(trial_dir)))
 
     killer = threading.Thread(target=kill_during_second_epoch, daemon=True)
     killer.start()
@@ -109,7 +63,7 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_
     epochs = pd.read_parquet(tmp_path / prepared.data.task.name / "epochs.parquet")
     assert trials["status"].tolist() == ["TERMINATED"] and trials["failures"].tolist() == [1]
     assert epochs["epoch"].tolist() == [1, 2, 3]  # each once, though epoch 2 started twice
-    history = _results(next(experiment.glob("train_trial_*")))
+    history = logged_results(next(experiment.glob("train_trial_*")))
     assert [h["epoch"] for h in history] == [1, 2, 3], "the new worker continued from epoch 1's checkpoint"
     pids = [h["pid"] for h in history]
     assert pids[0] == killed["pid"] and killed["pid"] not in pids[1:], "epochs 2 and 3 ran in a new worker"
@@ -317,207 +271,6 @@ def test_ctrl_c_between_two_trials_stops_the_search_instead_of_retraining_the_on
     with pytest.raises(SearchInterrupted, match="stopped with 1 of 3 trials finished"):
         write_trial_tables(prepared, plan, outcome)
     assert len(pd.read_parquet(tmp_path / prepared.data.task.name / "trials.parquet")) == 1
-
-
-# --- the driver: Ctrl-C, then kill -9, then kill -9 during the retrain, each followed by --resume -------------------
-
-TRIALS = 5
-STOPS = 3  # the driver stopped before --resume: kill -9, Ctrl-C, kill -9 as a checkpoint appears
-
-
-def _command(eggs: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        *(sys.executable, "-m", "search", str(eggs), "--out", str(out), "--trials", str(TRIALS)),
-        *("--max-epochs", "3", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off", *extra),
-    ]
-
-
-class Driver:
-    """``python -m search`` in its own process group, as a terminal runs it."""
-
-    def __init__(self, argv: list[str], log: Path):
-        self.log = log
-        self.process = subprocess.Popen(
-            argv, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=Path.cwd()
-        )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def finish(self) -> int:
-        try:
-            return self.process.wait(timeout=LIMIT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            pytest.fail(f"the search did not end; its output:\n{self.output()[-3000:]}")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """The CPU time a process has used (user and system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _retrain_worker() -> int | None:
-    """The Ray worker running a retrain, once it has used a second of CPU (training, not starting up)."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if b"ray::retrain" in (proc / "cmdline").read_bytes() and _cpu_seconds(int(proc.name)) > 1.0:
-                return int(proc.name)
-        except OSError:
-            continue
-    return None
-
-
-@pytest.fixture(scope="module")
-def interrupted_search(eggs, tmp_path_factory) -> dict:
-    """One search taken through every driver fault in turn; each stage's observations, for the tests below."""
-    out = tmp_path_factory.mktemp("runs")
-    task = resolve_task(str(eggs)).name
-    experiment = out / task / "tune" / task
-    stages: dict = {"out": out, "task": out / task, "experiment": experiment}
-
-    def finished(count: int):
-        def check():
-            done = [t for t, s in _statuses(experiment).items() if s == "TERMINATED"]
-            return done if len(done) >= count else None
-
-        return check
-
-    # 0. kill -9 before any trial has reported
-    zeroth = Driver(_command(eggs, out), out / "0.log")
-    _wait(lambda: next(experiment.glob("train_trial_*"), None), "a trial to start", process=zeroth.process)
-    zeroth.process.send_signal(signal.SIGKILL)
-    stages["early_kill"] = {
-        "code": zeroth.finish(),
-        "reported": [_results(t) for t in experiment.glob("train_trial_*")],
-    }
-
-    # 1. Ctrl-C (SIGINT to the whole process group, as a terminal sends it) once a trial has finished
-    first = Driver(_command(eggs, out, "--resume"), out / "1.log")
-    done = _wait(finished(1), "a finished trial", process=first.process)
-    os.killpg(first.process.pid, signal.SIGINT)
-    stages["ctrl_c"] = {"code": first.finish(), "output": first.output(), "finished": done}
-    stages["ctrl_c"]["trials"] = pd.read_parquet(out / task / "trials.parquet")
-
-    # 2. the printed command, killed with SIGKILL (the driver alone) once three trials have finished, as a trial's
-    # next checkpoint appears (trials pending)
-    printed = stages["ctrl_c"]["output"].split("to continue: ")[-1].strip()
-    argv = shlex.split(printed)
-    second = Driver([sys.executable, *argv[1:]], out / "2.log")
-    done = _wait(finished(3), "three finished trials", process=second.process)
-    seen = set(experiment.glob("train_trial_*/checkpoint_*"))
-    _wait(lambda: set(experiment.glob("train_trial_*/checkpoint_*")) - seen or None, "a new checkpoint", timeout=60)
-    second.process.send_signal(signal.SIGKILL)
-    stages["kill"] = {"code": second.finish(), "at": time.time(), "finished": done, "argv": argv}
-
-    # 3. --resume to the end of the search, killed during the retrain
-    third = Driver(_command(eggs, out, "--resume"), out / "3.log")
-    _wait(lambda: "retraining trial" in third.output() or None, "the retrain to start", process=third.process)
-    _wait(_retrain_worker, "the retrain's worker to train", process=third.process)
-    third.process.send_signal(signal.SIGKILL)
-    stages["retrain_kill"] = {"code": third.finish(), "at": time.time(), "best": (out / task / "best.json").exists()}
-
-    # 4. --resume: nothing left to search, the retrain runs again
-    resumed = Driver(_command(eggs, out, "--resume"), out / "resumed.log")
-    stages["resumed"] = {"code": resumed.finish(), "output": resumed.output()}
-    stages["resumed"]["model_mtime"] = (out / task / "model" / "weights.safetensors").stat().st_mtime
-
-    # 5. --resume once more: nothing to do, so no Ray and no process of its own is needed
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(_command(eggs, out, "--resume")[3:])
-    stages["again"] = {"code": code, "output": printed.getvalue()}
-    return stages
-
-
-def test_after_every_kill_and_resume_no_trial_is_lost_or_errored_and_each_epoch_is_recorded_once(interrupted_search):
-    early = interrupted_search["early_kill"]
-    assert early["code"] == -signal.SIGKILL and not any(early["reported"]), "killed before any trial reported"
-    task, experiment = interrupted_search["task"], interrupted_search["experiment"]
-    trials = pd.read_parquet(task / "trials.parquet")
-    epochs = pd.read_parquet(task / "epochs.parquet")
-    assert len(trials) == TRIALS and trials["trial_id"].is_unique
-    assert (trials["status"] != "ERROR").all(), trials[["trial_id", "status", "error"]].to_string()
-    assert (trials["epochs_run"] >= 1).all(), "every trial trained"
-    assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    for trial_id, run in trials.set_index("trial_id")["epochs_run"].items():
-        recorded = epochs.loc[epochs["trial_id"] == trial_id, "epoch"].tolist()
-        assert recorded == list(range(1, run + 1)), f"{trial_id}: every epoch once in epochs.parquet"
-        # Ray Tune's own log: an epoch whose result arrived as the driver stopped, before its checkpoint was
-        # registered, runs again after the restore, right after itself; nothing else repeats
-        reported = [h["epoch"] for h in _results(next(experiment.glob(f"train_trial_{trial_id}_*")))]
-        collapsed = [e for i, e in enumerate(reported) if i == 0 or e != reported[i - 1]]
-        assert collapsed == list(range(1, run + 1)), f"{trial_id} ran {reported}"
-        assert len(reported) - run <= STOPS, f"{trial_id} ran an epoch again more often than the driver stopped"
-    assert "re-use actor" not in "".join(p.read_text() for p in interrupted_search["out"].glob("*.log"))
-
-
-def test_ctrl_c_exits_130_with_the_resume_command_and_the_finished_trials_tables(interrupted_search):
-    stage = interrupted_search["ctrl_c"]
-    assert stage["code"] == 130, stage["output"][-2000:]
-    assert "to continue: python -m search" in stage["output"] and stage["output"].rstrip().endswith("--resume")
-    trials = stage["trials"]
-    assert set(stage["finished"]) <= set(trials["trial_id"]) and len(trials) < TRIALS
-    assert trials["status"].isin(["TERMINATED", "STOPPED", "ERROR"]).all()
-    assert (interrupted_search["task"] / "epochs.parquet").is_file()
-
-
-def test_after_kill_9_resume_runs_each_trial_once_and_never_reruns_a_finished_one(interrupted_search):
-    kill = interrupted_search["kill"]
-    assert kill["code"] == -signal.SIGKILL
-    task = interrupted_search["task"]
-    trials = pd.read_parquet(task / "trials.parquet")
-    epochs = pd.read_parquet(task / "epochs.parquet")
-    assert len(trials) == TRIALS and trials["trial_id"].is_unique
-    assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    for trial_id in kill["finished"]:
-        stamps = epochs.loc[epochs["trial_id"] == trial_id, "timestamp"]
-        assert len(stamps) and (stamps <= kill["at"]).all(), f"{trial_id} finished before the kill and ran again"
-        trial_dir = next(interrupted_search["experiment"].glob(f"train_trial_{trial_id}_*"))
-        assert all(r["timestamp"] <= kill["at"] for r in _results(trial_dir)), f"{trial_id} reported after the kill"
-
-
-def test_the_optuna_study_is_kept_beside_the_results_with_every_trial(interrupted_search):
-    task = interrupted_search["task"]
-    study = optuna.load_study(study_name="search", storage=f"sqlite:///{task / 'study.db'}")
-    trials = pd.read_parquet(task / "trials.parquet")
-    told = {t.user_attrs["ray_trial_id"]: t for t in study.trials if "ray_trial_id" in t.user_attrs}
-    assert set(trials["trial_id"]) <= set(told)
-    assert all(told[t].state != optuna.trial.TrialState.RUNNING for t in trials["trial_id"])
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-
-    app = optuna_dashboard.wsgi(f"sqlite:///{task / 'study.db'}")  # what `optuna-dashboard URL` serves
-    environ: dict = {}
-    setup_testing_defaults(environ)
-    environ["PATH_INFO"] = f"/api/studies/{study._study_id}"
-    page = json.loads(b"".join(app(environ, lambda status, headers, exc_info=None: None)))
-    assert len(page["trials"]) == len(study.trials)
-
-
-def test_a_retrain_killed_midway_and_resumed_writes_one_result_and_is_not_repeated(interrupted_search):
-    task = interrupted_search["task"]
-    assert interrupted_search["retrain_kill"]["code"] == -signal.SIGKILL
-    assert not interrupted_search["retrain_kill"]["best"], "the kill should land before best.json is written"
-    resumed, again = interrupted_search["resumed"], interrupted_search["again"]
-    assert resumed["code"] == 0, resumed["output"][-2000:]
-    best = json.loads((task / "best.json").read_text())
-    assert 0 <= best["test_acc"] <= 1 and best["trials"]["total"] == TRIALS
-    assert sorted(p.name for p in task.iterdir() if "model" in p.name) == ["model"]
-    assert again["code"] == 0 and again["output"].startswith("## Best configuration"), again["output"][-2000:]
-    assert (task / "model" / "weights.safetensors").stat().st_mtime == resumed["model_mtime"]
-    assert json.loads((task / "best.json").read_text()) == best
-
-
-def test_resume_needs_the_same_search_and_a_new_search_does_not_overwrite_one(interrupted_search, capsys):
-    argv = interrupted_search["kill"]["argv"][3:]  # the command the Ctrl-C printed, without "python -m search"
-    assert main([a if a != str(TRIALS) else "7" for a in argv]) == 2
-    assert f"--trials: {TRIALS} then, 7 now" in capsys.readouterr().err
-    assert main([a for a in argv if a != "--resume"]) == 2
-    assert "continue it with --resume, replace it with --overwrite" in capsys.readouterr().err
-    other = interrupted_search["out"] / "elsewhere"
-    assert main([*argv, "--out", str(other)]) == 2
-    assert "--resume: no search of" in capsys.readouterr().err
 
 
 # at 160 px, resnet10t needs 400-500 MB more to train a batch of 32 and 700-800 for 64: a cap between 32 and 64
