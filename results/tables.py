@@ -48,6 +48,7 @@ EPOCH_COLUMNS = [
     "img_per_s",
     "wall_s",
     "batch_size",
+    "peak_memory_mb",
     "timestamp",
 ]
 TRIAL_COLUMNS = [

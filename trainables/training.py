@@ -18,6 +18,7 @@ from trainables.checkpoint import restore_rng
 from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
 from trainables.loop import Images, Schedule, evaluate, train_epoch
 from trainables.model import build_model, freeze, parameter_groups, preprocessing
+from trainables.peak import peak_memory_mb, reset_peak_memory
 from trainables.preprocess import Preprocess
 from trainables.probe import evaluate_features, load_head, probe_epoch, probe_head, split_features, weights_key
 from trainables.setup import TrialSetup, device
@@ -41,12 +42,15 @@ def fit(
     """Train ``config`` for ``setup.max_epochs`` epochs, continuing after ``resume`` (a loaded checkpoint).
 
     After each epoch ``on_epoch(metrics, model, optimizer)`` is called with ``metrics``: ``epoch`` (from 1),
-    ``batch_size``, ``train_loss``, ``img_per_s``, ``warm_head`` (the head started from the fitted probe) and, when
-    ``val_split`` is given, ``val_loss``, ``val_acc`` and ``val_macro_f1``; it may checkpoint the model and optimizer.
+    ``batch_size``, ``train_loss``, ``img_per_s``, ``warm_head`` (the head started from the fitted probe),
+    ``peak_memory_mb`` (the epoch's, where it ran: ``trainables.peak``) and, when ``val_split`` is given,
+    ``val_loss``, ``val_acc`` and ``val_macro_f1``; it may checkpoint the model and optimizer.
     """
     torch.set_num_threads(max(1, setup.cpus))
+    dev = device()
     run = start(config, setup, train_splits, val_split, resume)
     for epoch in range(run.first_epoch, setup.max_epochs):
+        reset_peak_memory(dev)
         loss, seen, seconds = run.train(epoch)
         metrics = {
             "epoch": epoch + 1,
@@ -58,6 +62,7 @@ def fit(
         if val_split:
             result = run.evaluate()
             metrics.update(val_loss=result["loss"], val_acc=result["acc"], val_macro_f1=result["macro_f1"])
+        metrics["peak_memory_mb"] = peak_memory_mb(dev)
         on_epoch(metrics, run.model, run.optimizer)
     return run.model
 

@@ -83,6 +83,9 @@ def test_tables_hold_every_trial_and_epoch(finished_search):
     assert set(trials["backbone"]) <= {"resnet10t", "mobilenetv3_small_050"}
     assert len(epochs) == trials["epochs_run"].sum()
     assert epochs["img_per_s"].gt(0).all()
+    # each epoch's peak resident set of its worker: torch, timm and a model are 200 MB at least, a CPU worker far
+    # less than the machine
+    assert epochs["peak_memory_mb"].between(200, 16_000).all(), epochs["peak_memory_mb"].tolist()
 
 
 def test_mlflows_own_client_reads_back_every_trials_params_and_metrics_and_the_retrained_model(finished_search):
