@@ -1,6 +1,15 @@
 """Tasks, image folders, the decode-once cache and the generated stand-in data."""
 
-from datasets.cache import DataCache, build_cache, cache_files, default_cache_root, local_copy, report_line
+from datasets.cache import (
+    DataCache,
+    Piece,
+    build_cache,
+    cache_pieces,
+    default_cache_root,
+    local_copy,
+    read_piece,
+    report_line,
+)
 from datasets.decode import decode, decoded_size
 from datasets.errors import DamagedFile, UsageError, reading, short
 from datasets.files import atomic_folder, atomic_write
@@ -19,7 +28,7 @@ __all__ = [
     "atomic_write",
     "UsageError",
     "build_cache",
-    "cache_files",
+    "cache_pieces",
     "decode",
     "decoded_size",
     "default_cache_root",
@@ -28,6 +37,8 @@ __all__ = [
     "list_tasks",
     "local_copy",
     "make_demo_dataset",
+    "Piece",
+    "read_piece",
     "reading",
     "render_egg",
     "report_line",

@@ -34,14 +34,20 @@ __all__ = [
     "IMBALANCE_RATIO",
     "MAX_UNREADABLE",
     "build_cache",
-    "cache_files",
+    "PIECE_BYTES",
+    "Piece",
+    "cache_pieces",
     "default_cache_root",
     "fingerprint",
     "local_copy",
+    "read_piece",
     "report_line",
 ]
 
 CACHE_VERSION = 3  # 3: stored at decoded_size(image_size), cropped at load
+# the piece another node copies at a time: well under a node's object store (30% of its memory by default);
+# SEARCH_PIECE_MB changes it
+PIECE_BYTES = int(float(os.environ.get("SEARCH_PIECE_MB", "256")) * 2**20)
 MAX_UNREADABLE = 0.2  # a larger share of unreadable files means the folder is wrong, not a few files
 IMBALANCE_RATIO = 3.0
 log = logging.getLogger(__name__)
@@ -110,34 +116,51 @@ def build_cache(folder: ImageFolder, image_size: int, root: Path | None = None) 
     )
 
 
-def cache_files(cache: DataCache) -> dict[str, np.ndarray | bytes]:
-    """The cache's arrays (memory-mapped, not read yet) and small files: what another machine needs to copy it."""
-    return {
-        p.name: np.load(p, mmap_mode="r") if p.suffix == ".npy" else p.read_bytes()
-        for p in sorted(cache.path.iterdir())
-        if p.is_file()
-    }
+Piece = tuple[str, int, int]  # (file name, offset, length): a bounded part of one of the cache's files
+
+
+def cache_pieces(cache: DataCache, piece_bytes: int = PIECE_BYTES) -> list[Piece]:
+    """The cache's files cut into pieces of at most ``piece_bytes``: another node copies them one at a time, so
+    neither the object store nor any process ever holds more than a piece, whatever the dataset's size."""
+    pieces: list[Piece] = []
+    for path in sorted(cache.path.iterdir()):
+        if path.is_file():
+            size = path.stat().st_size
+            pieces += [(path.name, at, min(piece_bytes, size - at)) for at in range(0, size, piece_bytes)]
+            pieces += [(path.name, 0, 0)] if size == 0 else []
+    return pieces
+
+
+def read_piece(folder: Path, piece: Piece) -> bytes:
+    name, at, length = piece
+    with open(folder / name, "rb") as f:
+        f.seek(at)
+        return f.read(length)
 
 
 def local_copy(
-    cache: DataCache, fetch: Callable[[], dict[str, np.ndarray | bytes]], root: Path | None = None
+    cache: DataCache, pieces: list[Piece], fetch: Callable[[Piece], bytes], root: Path | None = None
 ) -> DataCache:
-    """This machine's copy of ``cache`` under ``root``: found there, or written once from ``fetch()`` while other
-    processes of the machine wait for it. Each copy adds a line to ``root/decoded/copies.log``."""
+    """This machine's copy of ``cache`` under ``root``: found there, or written once, piece by piece from
+    ``fetch(piece)`` (byte for byte), while other processes of the machine wait for it. Each copy adds a line to
+    ``root/decoded/copies.log``; a copy of more than 10 pieces logs its progress."""
     target = (root or default_cache_root()) / "decoded" / cache.fingerprint
     if _damage(target) is not None:  # missing or damaged
         target.parent.mkdir(parents=True, exist_ok=True)
         with _locked(target):
             if not _usable(target):
+                total = sum(length for _, _, length in pieces)
                 with atomic_folder(target) as tmp:
-                    for name, content in fetch().items():
-                        if isinstance(content, bytes):
-                            (tmp / name).write_bytes(content)
-                        else:
-                            np.save(tmp / name, content)
+                    done = 0
+                    for k, piece in enumerate(pieces, 1):
+                        with open(tmp / piece[0], "ab") as f:
+                            f.write(fetch(piece))
+                        done += piece[2]
+                        if len(pieces) > 10 and k % max(1, len(pieces) // 10) == 0:
+                            log.info("copying the decoded images: %d of %d MB", done >> 20, total >> 20)
                 with open(target.parent / "copies.log", "a") as copies:
                     copies.write(f"{cache.fingerprint} {socket.gethostname()} pid {os.getpid()} at {time.time():.0f}\n")
-                log.info("copied the decoded images to %s", target)
+                log.info("copied the decoded images to %s (%d MB, %d pieces)", target, total >> 20, len(pieces))
     return dataclasses.replace(cache, path=target)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import ray
 import torch
 
-from datasets import atomic_write, cache_files
+from datasets import atomic_write, cache_pieces
 from results import (
     CONFIG_COLUMNS,
     best_markdown,
@@ -157,8 +157,8 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
         refs,
         compile=opts.compile,
         data_node=ray.get_runtime_context().get_node_id(),
-        # on a cluster (nodes may join later) the decoded images travel once per node through the object store
-        data_copy=[ray.put(cache_files(data.cache))] if _on_cluster(opts, nodes) else None,
+        # on a cluster (nodes may join later) each other node copies the decoded images once, piece by piece
+        data_pieces=cache_pieces(data.cache) if _on_cluster(opts, nodes) else None,
     )
     scores = screen_backbones(setup, list(opts.backbones), resources)
     backbones = kept_backbones(scores, opts.prescreen)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from datasets import DataCache, local_copy
+from datasets import DataCache, Piece, local_copy, read_piece
 
 __all__ = ["TrialSetup", "device"]
 
@@ -25,20 +27,27 @@ class TrialSetup:
     feature_cache: bool = True  # probes train on cached features; fine-tuning starts from a head fitted on them
     compile: bool = False  # torch.compile the model: slower first epoch, faster later ones on a GPU
     data_node: str = ""  # the Ray node whose disk holds ``data``: the driver's
-    data_copy: list | None = None  # [ObjectRef of cache_files(data)] for the other nodes, when on a cluster
+    data_pieces: list[Piece] | None = None  # on a cluster: what the other nodes copy from ``data_node``
 
     def local_data(self) -> DataCache:
         """The decoded images on this node's disk: the driver's cache on its node, elsewhere a copy made once by
-        the first trial on that node, from the object store."""
-        if self.data_copy is None:
+        the first trial on that node, one piece at a time from the data node (each piece read there by a task)."""
+        if self.data_pieces is None:
             return self.data
         if ray.get_runtime_context().get_node_id() == self.data_node and (self.data.path / "meta.json").is_file():
             return self.data
-        return local_copy(self.data, lambda: ray.get(self.data_copy[0]))
+        there = NodeAffinitySchedulingStrategy(self.data_node, soft=False)
+        reader = _read_piece.options(scheduling_strategy=there)
+        return local_copy(self.data, self.data_pieces, lambda piece: ray.get(reader.remote(str(self.data.path), piece)))
 
     def pretrained(self, backbone: str) -> dict[str, torch.Tensor] | None:
         ref = self.weights.get(backbone)
         return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+
+
+@ray.remote(num_cpus=0)  # beside the trials, which hold the data node's CPUs
+def _read_piece(folder: str, piece: Piece) -> bytes:
+    return read_piece(Path(folder), piece)
 
 
 def device() -> torch.device:

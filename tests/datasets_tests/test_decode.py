@@ -175,3 +175,24 @@ def test_two_processes_decoding_one_new_dataset_decode_it_once(tiny_eggs, tmp_pa
     assert outputs[0][0] == outputs[1][0], "one cache, the same fingerprint"
     assert sum(err.count("INFO:datasets.cache:decoded") for _, err in outputs) == 1
     assert len(list((tmp_path / "decoded").iterdir())) == 2  # the cache folder and its lock file
+
+
+def test_another_nodes_copy_comes_in_bounded_pieces_byte_for_byte_and_once(tiny_eggs, tmp_path):
+    from datasets import cache_pieces, local_copy, read_piece
+
+    cache = build_cache(scan_folder(tiny_eggs), 32, tmp_path / "driver")
+    pieces = cache_pieces(cache, piece_bytes=4096)
+    assert max(length for _, _, length in pieces) <= 4096
+    sizes = {p.name: p.stat().st_size for p in cache.path.iterdir() if p.is_file()}
+    assert {name: sum(n for f, _, n in pieces if f == name) for name in sizes} == sizes, "every byte once"
+    fetched: list = []
+
+    def fetch(piece):
+        fetched.append(piece)
+        return read_piece(cache.path, piece)
+
+    copy = local_copy(cache, pieces, fetch, root=tmp_path / "node")
+    assert fetched == pieces and len(pieces) > len(sizes)
+    assert all((copy.path / name).read_bytes() == (cache.path / name).read_bytes() for name in sizes)
+    assert local_copy(cache, pieces, fetch, root=tmp_path / "node").path == copy.path and fetched == pieces
+    assert copy.load("train")[0].shape == cache.load("train")[0].shape

@@ -20,6 +20,7 @@ import pytest
 from datasets import make_demo_dataset
 
 LIMIT_S = 300
+PIECE_KB = 64  # the two-node test's copy pieces: several per array
 
 
 def _free_port() -> int:
@@ -149,7 +150,8 @@ def test_a_search_on_two_nodes_runs_trials_on_both_and_copies_the_images_once_pe
     storage = tmp_path / "bucket"
     start = time.perf_counter()
     proc = cluster.search(
-        *_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address, "--storage", f"file://{storage}")
+        *_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address, "--storage", f"file://{storage}"),
+        env={"SEARCH_PIECE_MB": str(PIECE_KB / 1024)},
     )
     wall = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -160,6 +162,13 @@ def test_a_search_on_two_nodes_runs_trials_on_both_and_copies_the_images_once_pe
     assert len(list((cluster.base / "driver-cache" / "decoded").glob("*/meta.json"))) == 1
     copies = (cluster.base / "worker-cache" / "decoded" / "copies.log").read_text().splitlines()
     assert len(copies) == 1, copies
+    # the copy came in pieces (the arrays are several pieces long) and is byte for byte the driver's cache
+    (original,) = (p.parent for p in (cluster.base / "driver-cache" / "decoded").glob("*/meta.json"))
+    copy = cluster.base / "worker-cache" / "decoded" / original.name
+    files = sorted(p.name for p in original.iterdir() if p.is_file())
+    assert files == sorted(p.name for p in copy.iterdir() if p.is_file())
+    assert max((original / f).stat().st_size for f in files) > 4 * PIECE_KB * 1024
+    assert all((original / f).read_bytes() == (copy / f).read_bytes() for f in files)
     assert not (cluster.base / "head-cache" / "decoded").exists()
     assert (storage / cluster_eggs.name / "results" / "trials.parquet").is_file(), "tables copied to the storage"
     assert list((storage / cluster_eggs.name).glob("experiment_state-*.json")), "Ray Tune's state is there too"
