@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -134,10 +135,19 @@ class Resources:
 
     cpus_per_trial: int
     gpus_per_trial: float
-    concurrency: int
+    concurrency: int  # at the start; on a cluster it follows the live nodes (FollowCluster), within ``cap``
     retrain_cpus: int
     retrain_gpus: float
     nodes: int = 1
+    cluster: bool = False  # joined a cluster, whose nodes may come and go
+    autoscaling: bool = False
+    cap: int | None = None  # --concurrency
+
+    def allowed(self, nodes: list[dict[str, float]]) -> int:
+        """How many trials may run at once on ``nodes`` (the live ones, now): what they fit, within ``cap``; with
+        an autoscaler one more, which waits and so asks it for a node."""
+        fit = sum(_trials_on(n, self.cpus_per_trial, self.gpus_per_trial) for n in nodes) + self.autoscaling
+        return max(1, min(self.cap or fit, fit))
 
 
 @ray.remote(num_cpus=0)
@@ -181,34 +191,47 @@ def node_resources() -> list[dict[str, float]]:
 
 
 def plan_resources(
-    nodes: list[dict[str, float]], cpus_per_trial: int, gpus_per_trial: float | None, concurrency: int | None
+    nodes: list[dict[str, float]],
+    cpus_per_trial: int,
+    gpus_per_trial: float | None,
+    concurrency: int | None,
+    *,
+    cluster: bool = False,
+    autoscaling: bool = False,
 ) -> Resources:
-    """Check a trial fits on one of ``nodes`` and derive the concurrency they allow: a fraction of a GPU packs
-    ``floor(1 / fraction)`` trials on each GPU, as far as the CPUs go."""
+    """Check a trial fits on one of ``nodes`` (or, with ``autoscaling``, may fit on a node the autoscaler adds) and
+    derive the concurrency they allow: a fraction of a GPU packs ``floor(1 / fraction)`` trials on each GPU, as far
+    as the CPUs go."""
     total_gpu = sum(n.get("GPU", 0) for n in nodes)
     gpus = gpus_per_trial if gpus_per_trial is not None else (1.0 if total_gpu >= 1 else 0.0)
-    if gpus > 0 and total_gpu == 0:
+    if gpus > 0 and total_gpu == 0 and not autoscaling:
         raise UsageError(
-            f"--gpus-per-trial {gpus:g} but no node of the cluster has a GPU; leave it out (or pass 0) to train on CPUs"
+            f"--gpus-per-trial {gpus:g} but no node of the cluster has a GPU; leave it out (or pass 0) to train on "
+            "CPUs, or pass --autoscaling when the cluster's autoscaler adds GPU nodes"
         )
     fits = [n for n in nodes if n.get("CPU", 0) >= cpus_per_trial and n.get("GPU", 0) >= gpus]
-    if not fits:
+    if not fits and autoscaling:  # the retrain then asks for the trials' shape, on whichever node comes
+        fits = [{"CPU": float(cpus_per_trial), "GPU": gpus}]
+    elif not fits:
         largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
         raise UsageError(
             f"a trial asks for {cpus_per_trial} CPUs and {gpus:g} GPUs but the largest node offers "
             f"{largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs; "
             "lower --cpus-per-trial / --gpus-per-trial"
         )
-    allowed = sum(_trials_on(n, cpus_per_trial, gpus) for n in nodes)
     node = max(fits, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
-    return Resources(
+    planned = Resources(
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus,
-        concurrency=max(1, min(concurrency or allowed, allowed)),
+        concurrency=1,
         retrain_cpus=int(node.get("CPU", cpus_per_trial)),
         retrain_gpus=1.0 if gpus > 0 else 0.0,
         nodes=len(nodes),
+        cluster=cluster or autoscaling,
+        autoscaling=autoscaling,
+        cap=concurrency,
     )
+    return dataclasses.replace(planned, concurrency=planned.allowed(nodes))
 
 
 def _trials_on(node: dict[str, float], cpus: int, gpus: float) -> int:

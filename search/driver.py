@@ -145,7 +145,14 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
     opts, data = prepared.options, prepared.data
     elapsed_before = search_record(opts.task_dir).get("elapsed_s", 0.0) if opts.resume else 0.0
     nodes = node_resources()
-    resources = plan_resources(nodes, opts.cpus_per_trial, opts.gpus_per_trial, opts.concurrency)
+    resources = plan_resources(
+        nodes,
+        opts.cpus_per_trial,
+        opts.gpus_per_trial,
+        opts.concurrency,
+        cluster=_on_cluster(opts, nodes),
+        autoscaling=opts.autoscaling,
+    )
     warn_packing(opts, resources)
     check_shared_storage(prepared.files.experiment)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}

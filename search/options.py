@@ -38,6 +38,7 @@ class SearchOptions:
     cpus_per_trial: int = 1
     concurrency: int | None = None
     address: str | None = None
+    autoscaling: bool = False  # the cluster's autoscaler adds nodes: a trial no live node fits waits for one
     storage: str | None = None
     mlflow: str | None = None
     resume: bool = False

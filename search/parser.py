@@ -154,6 +154,13 @@ def _cluster_options(cluster) -> None:
         "--address", metavar="ADDR", help="an existing Ray cluster, HOST:PORT or auto (default: start a local one)"
     )
     cluster.add_argument(
+        "--autoscaling",
+        action="store_true",
+        help="the cluster's autoscaler adds nodes (Ray's cluster launcher, KubeRay): a trial that no live node fits "
+        "waits for one instead of being refused, and one trial more than the live nodes fit waits, so that it "
+        "asks for a node",
+    )
+    cluster.add_argument(
         "--storage", metavar="URI", help="where Ray Tune keeps experiment state, a path or URI (default OUT/TASK/tune)"
     )
     cluster.add_argument(

@@ -15,6 +15,7 @@ from ray.tune.experiment import Trial
 
 from search.asha import make_scheduler
 from search.cluster import Resources
+from search.follow import FollowCluster
 from search.progress import Progress
 from search.retention import CheckpointRetention, snapshot_period
 from search.space import METRIC, MODE, make_searcher
@@ -82,21 +83,24 @@ def run_trials(
         tuner = tune.Tuner.restore(files.experiment, trainable=wrapped, resume_unfinished=True, resume_errored=False)
     else:
         storage = optuna.storages.RDBStorage(files.study_url())
+        searcher = make_searcher(backbones, setup.seed, trials, setup.max_epochs, storage, points, ranges)
+        if resources.cluster:  # nodes may join or leave: the limit is read again from the live ones
+            searcher = FollowCluster(searcher, resources)
         *storage_path, name = files.experiment.split("/")
         tuner = tune.Tuner(
             wrapped,
             tune_config=tune.TuneConfig(
                 metric=METRIC,  # the scheduler's and the progress table's; the searcher gets it at creation
                 mode=MODE,
-                search_alg=make_searcher(backbones, setup.seed, trials, setup.max_epochs, storage, points, ranges),
+                search_alg=searcher,
                 scheduler=make_scheduler(setup.max_epochs, files.rungs),
                 num_samples=trials,
-                max_concurrent_trials=resources.concurrency,
+                max_concurrent_trials=None if resources.cluster else resources.concurrency,
                 # a new trial runs in a finished one's worker: no new process importing torch and timm (about 9 s
                 # a trial here, benchmarks/overhead.py); train_trial frees its memory before it returns. Not on
-                # several nodes: Ray Tune hands a trial whose worker is still starting on another node to the worker
-                # just freed and drops the starting one, so short trials pile onto the node that starts fastest
-                reuse_actors=resources.nodes == 1,
+                # a cluster: Ray Tune hands a trial whose worker is still starting on another node (perhaps one just
+                # joined) to the worker just freed and drops the starting one, so trials pile onto the first nodes
+                reuse_actors=not resources.cluster and resources.nodes == 1,
             ),
             run_config=tune.RunConfig(
                 name=name,

@@ -3,8 +3,11 @@
 import shlex
 from pathlib import Path
 
+import pytest
 import yaml
 
+from datasets import UsageError
+from search.cluster import plan_resources
 from search.parser import search_parser
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -29,6 +32,9 @@ def test_the_rayjob_runs_the_sports_search_on_gpu_workers_with_token_authenticat
     limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
     gpus, cpus = int(limits["nvidia.com/gpu"]), int(limits["cpu"])
     assert gpus == int(gpu["rayStartParams"]["num-gpus"]) >= 1
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert gpu["minReplicas"] <= gpu["replicas"] < gpu["maxReplicas"], "the autoscaler adds GPU pods"
+    _accepted_as_it_starts(args, [{"CPU": 0.0}] + [{"CPU": float(cpus), "GPU": float(gpus)}] * gpu["minReplicas"])
     trials_per_pod = min(int(gpus / args.gpus_per_trial), cpus // args.cpus_per_trial)
     assert trials_per_pod == 2, "the comment promises two trials per pod"
     pods = [head["template"]["spec"], gpu["template"]["spec"], job["spec"]["submitterPodTemplate"]["spec"]]
@@ -55,6 +61,21 @@ def test_the_cluster_launcher_keeps_the_dashboard_on_loopback_and_gives_every_no
     command = _header_command(DEPLOY / "cluster.yaml")
     args = search_parser().parse_args(_search_args(command))
     assert args.tasks == ["sports"] and args.gpus_per_trial == 0.5
+    (gpu_type,) = workers
+    assert gpu_type["min_workers"] < gpu_type["max_workers"], "the autoscaler adds GPU workers"
+    _accepted_as_it_starts(args, [{"CPU": 0.0}] * (1 + gpu_type["min_workers"]))  # g5.2xlarge: none at first
+
+
+def _accepted_as_it_starts(args, nodes: list[dict]) -> None:
+    """The search plans the cluster as it starts, before the autoscaler adds a GPU node, and waits for one;
+    without --autoscaling the same cluster is refused."""
+    assert args.autoscaling
+    planned = plan_resources(nodes, args.cpus_per_trial, args.gpus_per_trial, None, autoscaling=True)
+    assert planned.concurrency == 1 and planned.allowed(nodes) == 1, "one trial waits and asks for a node"
+    grown = nodes + [{"CPU": 8.0, "GPU": 1.0}]
+    assert planned.allowed(grown) == 1 + min(int(1 / args.gpus_per_trial), 8 // args.cpus_per_trial)
+    with pytest.raises(UsageError, match="no node of the cluster has a GPU"):
+        plan_resources(nodes, args.cpus_per_trial, args.gpus_per_trial, None)
 
 
 def _header_command(path: Path) -> str:

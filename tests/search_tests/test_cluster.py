@@ -55,7 +55,12 @@ def _can_hide_a_folder() -> bool:
     return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
 
 
+COMMON = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
+
+
 class TwoNodes:
+    """The head starts with the fixture; the second node joins when a test asks (``join``)."""
+
     def __init__(self, base: Path):
         self.base = base
         self.temp_dir = f"/tmp/ray2n-{os.getpid()}"  # short: Ray's socket paths must stay under 108 characters
@@ -67,9 +72,8 @@ class TwoNodes:
 
     def start(self) -> None:
         ray = str(Path(sys.executable).parent / "ray")
-        common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
         head = subprocess.run(
-            [ray, "start", "--head", "--port", str(_free_port()), "--temp-dir", self.temp_dir, *common]
+            [ray, "start", "--head", "--port", str(_free_port()), "--temp-dir", self.temp_dir, *COMMON]
             + ["--resources", '{"head_slot": 1}', "--dashboard-host", "127.0.0.1"]
             + ["--dashboard-port", str(_free_port())],
             env={**self.env, "SEARCH_CACHE": str(self.base / "head-cache")},
@@ -79,7 +83,15 @@ class TwoNodes:
         )
         assert head.returncode == 0, head.stderr[-2000:]
         self.address = re.search(r"ray start --address='([^']+)'", head.stdout + head.stderr).group(1)
-        join = [ray, "start", "--address", self.address, *common, "--resources", '{"worker_slot": 1}']
+        self.joined = False
+
+    def join(self) -> None:
+        """The second node joins (once): with the search running, as an autoscaler's node would."""
+        if self.joined:
+            return
+        self.joined = True
+        ray = str(Path(sys.executable).parent / "ray")
+        join = [ray, "start", "--address", self.address, *COMMON, "--resources", '{"worker_slot": 1}']
         if self.hides:
             hide = f"mount -t tmpfs tmpfs {self.hidden} && exec {' '.join(join[:-1])} '{join[-1]}'"
             join = ["unshare", "-m", "sh", "-c", hide]
@@ -107,13 +119,27 @@ class TwoNodes:
         pytest.fail(f"the cluster did not list {count} nodes:\n{status.stdout[-2000:]}")
 
     def search(self, *argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        self.join()
         return subprocess.run(
             [sys.executable, "-m", "search", *argv],
-            env={**self.env, "SEARCH_CACHE": str(self.base / "driver-cache"), **(env or {})},
+            env=self._driver_env(env),
             capture_output=True,
             text=True,
             timeout=LIMIT_S,
         )
+
+    def start_search(self, *argv: str, env: dict | None = None) -> subprocess.Popen:
+        """A search started now, on the nodes present now."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "search", *argv],
+            env=self._driver_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def _driver_env(self, env: dict | None) -> dict:
+        return {**self.env, "SEARCH_CACHE": str(self.base / "driver-cache"), **(env or {})}
 
     def stop(self) -> None:
         for pid in _processes_of(self.temp_dir):
@@ -146,18 +172,29 @@ def _argv(eggs: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_a_search_on_two_nodes_runs_trials_on_both_and_copies_the_images_once_per_node(cluster, cluster_eggs, tmp_path):
+def test_a_node_that_joins_a_running_search_gets_trials_and_copies_the_images_once(cluster, cluster_eggs, tmp_path):
     storage = tmp_path / "bucket"
     start = time.perf_counter()
-    proc = cluster.search(
-        *_argv(cluster_eggs, tmp_path / "out", "--address", cluster.address, "--storage", f"file://{storage}"),
-        env={"SEARCH_PIECE_MB": str(PIECE_KB / 1024)},
-    )
+    argv = _argv(cluster_eggs, tmp_path / "out", "--address", cluster.address, "--storage", f"file://{storage}")
+    search = cluster.start_search(*argv, "--trials", "6", env={"SEARCH_PIECE_MB": str(PIECE_KB / 1024)})
+    try:
+        # one node, one CPU: one trial at a time, until the second node joins during the first trial
+        deadline = time.monotonic() + LIMIT_S
+        while not list(storage.glob("*/train_trial_*")) and search.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert search.poll() is None, search.communicate()[1][-3000:]
+        cluster.join()
+        _, stderr = search.communicate(timeout=LIMIT_S)
+    finally:
+        search.kill()
     wall = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert search.returncode == 0, stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "out" / cluster_eggs.name / "trials.parquet")
-    print(f"two nodes: {wall:.1f} s; nodes of the trials: {trials['node'].str[:12].tolist()}")
-    assert len(trials) == 4 and trials["node"].nunique() == 2, trials[["trial_id", "node"]]
+    print(f"one node, then two: {wall:.1f} s; nodes of the trials: {trials['node'].str[:12].tolist()}")
+    assert len(trials) == 6 and trials["trial_id"].is_unique and trials["node"].nunique() == 2, trials
+    assert (trials["status"] == "TERMINATED").all(), trials[["trial_id", "status", "error"]]
+    # the search saw the node join and ran more trials at once than the one node present at its start fitted
+    assert "2 nodes live: up to 2 trials at once" in stderr, stderr[-3000:]
     # the head's trials use the driver's cache (the driver runs there); the other node copied it once for its trials
     assert len(list((cluster.base / "driver-cache" / "decoded").glob("*/meta.json"))) == 1
     copies = (cluster.base / "worker-cache" / "decoded" / "copies.log").read_text().splitlines()

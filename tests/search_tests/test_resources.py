@@ -56,7 +56,8 @@ def test_a_fraction_of_a_gpu_on_a_cpu_cluster_exits_2_before_any_trial(ray_clust
     assert main([*argv, "--backbones", "resnet10t", "--image-size", "24"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "error: --gpus-per-trial 0.5 but no node of the cluster has a GPU; leave it out (or pass 0) to train on CPUs"
+        "error: --gpus-per-trial 0.5 but no node of the cluster has a GPU; leave it out (or pass 0) to train on "
+        "CPUs, or pass --autoscaling when the cluster's autoscaler adds GPU nodes"
     ]
     assert not list(tmp_path.rglob("trials.parquet")) and not list(tmp_path.rglob("result.json"))
 
