@@ -192,7 +192,7 @@ def test_a_node_that_joins_a_running_search_gets_trials_and_copies_the_images_on
     trials = pd.read_parquet(tmp_path / "out" / cluster_eggs.name / "trials.parquet")
     print(f"one node, then two: {wall:.1f} s; nodes of the trials: {trials['node'].str[:12].tolist()}")
     assert len(trials) == 6 and trials["trial_id"].is_unique and trials["node"].nunique() == 2, trials
-    assert (trials["status"] == "TERMINATED").all(), trials[["trial_id", "status", "error"]]
+    assert (trials["status"] != "ERROR").all(), trials[["trial_id", "status", "error"]]  # ASHA may stop some
     # the search saw the node join and ran more trials at once than the one node present at its start fitted
     assert "2 nodes live: up to 2 trials at once" in stderr, stderr[-3000:]
     # the head's trials use the driver's cache (the driver runs there); the other node copied it once for its trials
