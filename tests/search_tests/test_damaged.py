@@ -172,7 +172,17 @@ def test_a_second_driver_on_a_busy_task_exits_2_at_once_naming_the_first(eggs, t
     out = tmp_path / "out"
     args = [str(eggs), "--out", str(out), *ARGS, "--max-epochs", "40"]
     first = subprocess.Popen(
-        [sys.executable, "-m", "search", *args, "--dashboard-port", "0"],
+        # one trial at a time: this search only holds the lock
+        [
+            sys.executable,
+            "-m",
+            "search",
+            *args,
+            "--dashboard-port",
+            "0",
+            "--concurrency",
+            "1",
+        ],  # it only holds the lock
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

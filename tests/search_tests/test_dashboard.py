@@ -43,7 +43,8 @@ def test_the_dashboard_shows_the_searchs_trials_on_loopback(tiny_eggs, tmp_path,
     log = tmp_path / "search.out"
     argv = [sys.executable, "-m", "search", str(tiny_eggs), "--out", str(tmp_path), "--trials", "6"]
     argv += ["--max-epochs", "6", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off"]
-    argv += ["--no-retrain", "--dashboard-port", str(port)]
+    # one trial at a time: one core trains, the other drives Chromium
+    argv += ["--no-retrain", "--dashboard-port", str(port), "--concurrency", "1"]
     process = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
