@@ -138,8 +138,7 @@ class Resources:
     concurrency: int  # at the start; on a cluster it follows the live nodes (FollowCluster), within ``cap``
     retrain_cpus: int
     retrain_gpus: float
-    nodes: int = 1
-    cluster: bool = False  # joined a cluster, whose nodes may come and go
+    cluster: bool = False  # several nodes, or joined a cluster: nodes may come and go
     autoscaling: bool = False
     cap: int | None = None  # --concurrency
 
@@ -226,8 +225,7 @@ def plan_resources(
         concurrency=1,
         retrain_cpus=int(node.get("CPU", cpus_per_trial)),
         retrain_gpus=1.0 if gpus > 0 else 0.0,
-        nodes=len(nodes),
-        cluster=cluster or autoscaling,
+        cluster=cluster or autoscaling or len(nodes) > 1,
         autoscaling=autoscaling,
         cap=concurrency,
     )

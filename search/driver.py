@@ -165,7 +165,7 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
         compile=opts.compile,
         data_node=ray.get_runtime_context().get_node_id(),
         # on a cluster (nodes may join later) each other node copies the decoded images once, piece by piece
-        data_pieces=cache_pieces(data.cache) if _on_cluster(opts, nodes) else None,
+        data_pieces=cache_pieces(data.cache) if resources.cluster else None,
     )
     scores = screen_backbones(setup, list(opts.backbones), resources)
     backbones = kept_backbones(scores, opts.prescreen)

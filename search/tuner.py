@@ -100,7 +100,7 @@ def run_trials(
                 # a trial here, benchmarks/overhead.py); train_trial frees its memory before it returns. Not on
                 # a cluster: Ray Tune hands a trial whose worker is still starting on another node (perhaps one just
                 # joined) to the worker just freed and drops the starting one, so trials pile onto the first nodes
-                reuse_actors=not resources.cluster and resources.nodes == 1,
+                reuse_actors=not resources.cluster,
             ),
             run_config=tune.RunConfig(
                 name=name,
