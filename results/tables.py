@@ -49,6 +49,7 @@ EPOCH_COLUMNS = [
     "wall_s",
     "batch_size",
     "peak_memory_mb",
+    "device",
     "timestamp",
 ]
 TRIAL_COLUMNS = [

@@ -13,6 +13,7 @@ from importlib.metadata import version
 import pandas as pd
 import ray
 import torch
+from ray import tune
 
 from datasets import atomic_write, cache_pieces
 from results import (
@@ -33,7 +34,7 @@ from search.config import CONFIG_FILE, config_text
 from search.costs import backbone_costs
 from search.errors import SearchFailed, SearchInterrupted
 from search.options import ResolvedOptions
-from search.packing import packing_warnings
+from search.packing import MemoryWatch, packing_warnings
 from search.prepare import Prepared
 from search.report import write_task_report
 from search.resume import SEARCH_FILE, discard_search, search_record
@@ -53,7 +54,7 @@ __all__ = [
     "run_task",
     "start_folder",
     "versions",
-    "warn_packing",
+    "watch_memory",
     "write_results",
     "write_trial_tables",
 ]
@@ -66,13 +67,18 @@ def versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{p: version(p) for p in PACKAGES}}
 
 
-def warn_packing(opts: ResolvedOptions, resources: Resources) -> None:
-    """Say which backbones will not fit their share of the GPU, when this machine has the GPUs trials use."""
-    if 0 < resources.gpus_per_trial < 1 and torch.cuda.is_available():
+def watch_memory(opts: ResolvedOptions, resources: Resources) -> list[tune.Callback]:
+    """Say now which backbones will not fit their share of the GPU (when this machine has the GPUs trials use);
+    the search then estimates the backbones the memory table lacks from their first trial (MemoryWatch)."""
+    if resources.gpus_per_trial <= 0:
+        return []
+    batch = max(space_range("batch_size", opts.space).choices)
+    gpu_mib = None
+    if resources.gpus_per_trial < 1 and torch.cuda.is_available():
         gpu_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
-        batch = max(space_range("batch_size", opts.space).choices)
         for line in packing_warnings(opts.backbones, opts.image_size, batch, resources.gpus_per_trial, gpu_mib):
             log.warning("%s", line)
+    return [MemoryWatch(opts.image_size, batch, resources.gpus_per_trial, gpu_mib)]
 
 
 def _on_cluster(opts: ResolvedOptions, nodes: list[dict[str, float]]) -> bool:
@@ -112,7 +118,7 @@ def run_task(prepared: Prepared) -> dict:
         max_failures=opts.max_failures,
         verbose=opts.verbose,
         stopper=plan.stopper,
-        callbacks=mlflow_callbacks(opts.mlflow, opts.task_name),
+        callbacks=[*mlflow_callbacks(opts.mlflow, opts.task_name), *watch_memory(opts, plan.resources)],
         ranges=opts.space,
     )
     search_wall = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
@@ -153,7 +159,6 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
         cluster=_on_cluster(opts, nodes),
         autoscaling=opts.autoscaling,
     )
-    warn_packing(opts, resources)
     check_shared_storage(prepared.files.experiment)
     refs = {b: ray.put(p.state_dict) for b, p in prepared.weights.items() if p.state_dict is not None}
     setup = TrialSetup(

@@ -29,6 +29,7 @@ from results import (
     write_parquet,
     write_text,
 )
+from search.packing import memory_check
 
 __all__ = ["MIN_TRIALS_FOR_IMPORTANCE", "param_importances", "write_summary", "write_task_report"]
 
@@ -71,6 +72,9 @@ def write_task_report(
         ),
         "Accuracy against latency by backbone": accuracy_latency(backbones, out / "accuracy_latency.png"),
     }
+    memory = memory_check(trials, epochs, best["provenance"]["image_size"])
+    if len(memory):
+        tables["GPU memory per trial: measured peak against the estimate (MiB of tensors)"] = memory
     if importances := param_importances(study_url):
         plots["Hyperparameter importance"] = importance(importances, out / "importance.png")
     if "test_confusion" in best:

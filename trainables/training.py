@@ -43,8 +43,9 @@ def fit(
 
     After each epoch ``on_epoch(metrics, model, optimizer)`` is called with ``metrics``: ``epoch`` (from 1),
     ``batch_size``, ``train_loss``, ``img_per_s``, ``warm_head`` (the head started from the fitted probe),
-    ``peak_memory_mb`` (the epoch's, where it ran: ``trainables.peak``) and, when ``val_split`` is given,
-    ``val_loss``, ``val_acc`` and ``val_macro_f1``; it may checkpoint the model and optimizer.
+    ``peak_memory_mb`` (the epoch's, where it ran: ``trainables.peak``), ``device`` (``cuda`` or ``cpu``) and,
+    when ``val_split`` is given, ``val_loss``, ``val_acc`` and ``val_macro_f1``; it may checkpoint the model and
+    optimizer.
     """
     torch.set_num_threads(max(1, setup.cpus))
     dev = device()
@@ -62,7 +63,7 @@ def fit(
         if val_split:
             result = run.evaluate()
             metrics.update(val_loss=result["loss"], val_acc=result["acc"], val_macro_f1=result["macro_f1"])
-        metrics["peak_memory_mb"] = peak_memory_mb(dev)
+        metrics.update(peak_memory_mb=peak_memory_mb(dev), device=dev.type)
         on_epoch(metrics, run.model, run.optimizer)
     return run.model
 

@@ -86,6 +86,7 @@ def test_tables_hold_every_trial_and_epoch(finished_search):
     # each epoch's peak resident set of its worker: torch, timm and a model are 200 MB at least, a CPU worker far
     # less than the machine
     assert epochs["peak_memory_mb"].between(200, 16_000).all(), epochs["peak_memory_mb"].tolist()
+    assert (epochs["device"] == "cpu").all()
 
 
 def test_mlflows_own_client_reads_back_every_trials_params_and_metrics_and_the_retrained_model(finished_search):

@@ -1,12 +1,16 @@
 """Fitting trials to a cluster's nodes: fractions of a GPU, refusals that say what the nodes offer, and whether a
 backbone's trial fits its share of a GPU's memory."""
 
+import logging
+from types import SimpleNamespace
+
+import pandas as pd
 import pytest
 
 from datasets import DEFAULT_BACKBONES, UsageError
 from search import main
 from search.cluster import node_resources, plan_resources
-from search.packing import GPU_MEMORY_MIB, estimate_mib, packing_warnings
+from search.packing import GPU_MEMORY_MIB, MemoryWatch, estimate_mib, memory_check, packing_warnings
 
 ONE_GPU = [{"CPU": 16.0, "GPU": 1.0, "memory": 1e11}]
 
@@ -81,3 +85,54 @@ def test_packing_warns_about_the_backbones_that_do_not_fit_their_share_and_sugge
     suggested = float(resnet50.rsplit(" ", 1)[1])
     assert suggested * gpu >= need and "--gpus-per-trial 0.25 gives each trial 3.0 GiB" in resnet50
     assert packing_warnings(["resnet10t"], 224, 64, 0.01, gpu) == [], "no estimate, no warning"
+
+
+def _gpu_epochs(rows: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trials and epochs as a GPU search records them: (trial, backbone, epoch, batch, peak MiB, timestamp)."""
+    trials = pd.DataFrame(
+        {"trial_id": t, "backbone": b, "freeze_depth": 0} for t, b, *_ in dict.fromkeys((r[0], r[1]) for r in rows)
+    )
+    epochs = pd.DataFrame(
+        [
+            {"trial_id": t, "epoch": e, "batch_size": n, "peak_memory_mb": m, "device": "cuda", "timestamp": ts}
+            for t, _, e, n, m, ts in rows
+        ]
+    )
+    return trials, epochs
+
+
+def test_the_report_checks_measured_gpu_peaks_against_the_table_and_a_new_backbone_against_its_first_trial():
+    resnet50 = estimate_mib("resnet50", 224, 64) - 1024  # the table's tensors, without the process's own memory
+    trials, epochs = _gpu_epochs(
+        [
+            ("a", "resnet50", 1, 64, resnet50 * 0.9, 10),
+            ("a", "resnet50", 2, 64, resnet50 * 1.1, 20),  # the trial's peak is its largest epoch's
+            ("b", "convnext_atto", 1, 32, 3000.0, 15),  # the first trial of a backbone the table lacks
+            ("c", "convnext_atto", 1, 64, 5000.0, 30),
+        ]
+    )
+    check = memory_check(trials, epochs, 224).set_index("trial_id")
+    assert check.loc["a", "basis"] == "table" and check.loc["a", "ratio"] == pytest.approx(1.1, abs=0.01)
+    # the later trial, at twice the batch, is estimated from the first: twice its peak
+    assert check.loc["c", "basis"] == "trial b" and check.loc["c", "estimate_mib"] == 6000
+    assert check.loc["c", "ratio"] == pytest.approx(5000 / 6000, abs=0.01) and check.loc["b", "ratio"] == 1.0
+    on_cpu = epochs.assign(device="cpu")
+    assert memory_check(trials, on_cpu, 224).empty, "a CPU search has no GPU figures to check"
+
+
+def test_a_backbone_outside_the_table_is_estimated_from_its_first_trial_during_the_search(caplog):
+    watch = MemoryWatch(image_size=224, batch_size=64, gpus_per_trial=0.25, gpu_mib=80 * 1024)
+    first = SimpleNamespace(trial_id="t1", config={"backbone": "convnext_atto"})
+    with caplog.at_level(logging.INFO, logger="search.packing"):
+        watch.on_trial_result(0, [], first, {"device": "cuda", "peak_memory_mb": 12_000.0, "batch_size": 32})
+        watch.on_trial_result(1, [], first, {"device": "cuda", "peak_memory_mb": 30_000.0, "batch_size": 32})
+    assert watch.measured["convnext_atto"].peak_mib == 12_000, "the first measure stays the estimate"
+    (info,) = [r.message for r in caplog.records if r.levelno == logging.INFO]
+    assert "trial t1 peaked at 12000 MiB at batch 32" in info and "batch 64 needs about 24.4 GiB" in info
+    (warning,) = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("convnext_atto at 224 px and batch 64") and "--gpus-per-trial 0.25" in warning
+    caplog.clear()
+    listed = SimpleNamespace(trial_id="t2", config={"backbone": "resnet18"})
+    watch.on_trial_result(2, [], listed, {"device": "cuda", "peak_memory_mb": 900.0, "batch_size": 64})
+    watch.on_trial_result(3, [], SimpleNamespace(trial_id="t3", config={"backbone": "resnet10t"}), {"device": "cpu"})
+    assert not caplog.records and set(watch.measured) == {"convnext_atto"}
