@@ -19,6 +19,7 @@ __all__ = [
     "STATUSES",
     "SUMMARY_COLUMNS",
     "TRIAL_COLUMNS",
+    "VARIANT_COLUMNS",
     "best_markdown",
     "best_rows",
     "best_trial",
@@ -35,6 +36,8 @@ __all__ = [
     "top_configs",
     "trial_status",
     "trials_frame",
+    "priced_variants",
+    "variants_frame",
 ]
 
 CONFIG_COLUMNS = list(KNOBS)  # TrialConfig's fields, in its order
@@ -212,7 +215,40 @@ def best_markdown(best: dict) -> str:
     title = f"## Best configuration: {best['task']}" + (f" ({', '.join(marks(best))})" if marks(best) else "")
     rows = best_rows(best)
     lines = [title, "", "| setting | value |", "|---|---|", *(f"| {k} | {number(v)} |" for k, v in rows)]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    asked = best.get("variants_asked", {})
+    if best.get("variants") and (asked.get("soup") or asked.get("ensemble") or best.get("tta")):
+        text += "\n" + markdown_table(variants_frame(best), "Model variants (tested once; saved: in model/)")
+    return text
+
+
+VARIANT_COLUMNS = ["variant", "tta", "members", "val_acc", "test_acc", "test_macro_f1", "latency_ms", "params_m"]
+
+
+def priced_variants(variants: list[dict], costs: dict[str, dict]) -> list[dict]:
+    """The variants with their cost: parameters, the members' sum; latency, the members' sum of their backbone's
+    batch-1 latency, twice with test-time augmentation (NaN for a backbone not measured)."""
+    out = []
+    for row in variants:
+        backbones = [m["backbone"] for m in row["members"]]
+        cost = [costs.get(b, {}) for b in backbones]
+        latency = sum(c.get("latency_ms", math.nan) for c in cost) * (2 if row["tta"] else 1)
+        out.append({**row, "latency_ms": latency, "params_m": sum(c.get("params_m", math.nan) for c in cost)})
+    return out
+
+
+def variants_frame(best: dict) -> pd.DataFrame:
+    """One row per model variant the retrain tested (single, soup, ensemble; each without and with test-time
+    augmentation); ``saved`` marks the one the model folder holds."""
+    rows = []
+    for row in best.get("variants", []):
+        members = ", ".join(
+            f"{m['trial_id']} ({m['backbone']})" + (f" x{m['weight']}" if m["weight"] > 1 else "")
+            for m in row["members"]
+        )
+        saved = row["variant"] == best.get("model_variant") and row["tta"] == best.get("tta", False)
+        rows.append({**{c: row.get(c) for c in VARIANT_COLUMNS}, "members": members, "saved": "yes" if saved else ""})
+    return pd.DataFrame(rows, columns=[*VARIANT_COLUMNS, "saved"])
 
 
 def _test_acc(best: dict) -> str | float:

@@ -17,11 +17,11 @@ from ray import tune
 
 from datasets import atomic_write, cache_pieces
 from results import (
-    CONFIG_COLUMNS,
     best_markdown,
     best_trial,
     copy_tree,
     epochs_frame,
+    priced_variants,
     status_counts,
     trials_frame,
     write_json,
@@ -33,16 +33,24 @@ from search.cluster import Resources, check_shared_storage, node_resources, plan
 from search.config import CONFIG_FILE, config_text
 from search.costs import backbone_costs
 from search.errors import SearchFailed, SearchInterrupted
+from search.model_dir import save_ensemble, save_model
 from search.options import ResolvedOptions
 from search.packing import MemoryWatch, packing_warnings
 from search.prepare import Prepared
 from search.report import write_task_report
 from search.resume import SEARCH_FILE, discard_search, search_record
-from search.retrain import retrain_scale, retrain_summary, run_retrains, save_model
+from search.retrain import retrain_scale, retrain_summary, submit_retrains
 from search.screen import kept_backbones, screen_backbones
 from search.space import baseline_points, space_range, trial_sources, within
 from search.tracking import log_retrained, mlflow_callbacks
 from search.tuner import Outcome, run_trials
+from search.variants import (
+    candidates,
+    choose_variants,
+    retrained_soup,
+    trial_config,
+    variant_rows,
+)
 from trainables import TrialSetup
 
 __all__ = [
@@ -126,7 +134,13 @@ def run_task(prepared: Prepared) -> dict:
     trials = write_trial_tables(prepared, plan, outcome)
     record = best_record(prepared, plan, trials, search_wall, report)
     if opts.retrain:
-        retrain_best(prepared, plan, record)
+        retrain_best(
+            prepared,
+            plan,
+            record,
+            trials,
+            {r["trial_id"]: r["checkpoint"] for r in outcome.records if r.get("checkpoint")},
+        )
     write_results(prepared, plan, record, trials, epochs_frame(outcome.records), report)
     if opts.retrain:
         log_retrained(opts.mlflow, opts.task_name, record)
@@ -224,7 +238,7 @@ def best_record(prepared: Prepared, plan: Plan, trials: pd.DataFrame, search_wal
         errors = [err for err in trials["error"] if err]
         example = f"; e.g. {errors[0]}" if errors else ""
         raise SearchFailed(f"{e}{example}; every trial is in {out / 'trials.parquet'}") from None
-    config = {k: _plain(best[k]) for k in CONFIG_COLUMNS} | {"batch_size": int(best["trained_batch_size"])}
+    config = trial_config(best)
     trial_hours = float(trials["wall_s"].sum()) / 3600
     return {
         "task": data.task.name,
@@ -257,24 +271,67 @@ def best_record(prepared: Prepared, plan: Plan, trials: pd.DataFrame, search_wal
     }
 
 
-def retrain_best(prepared: Prepared, plan: Plan, record: dict) -> None:
-    """Train the best configuration on train+val (once per seed), save the first seed's model, test them all, and
-    add the test figures and the retrain's cost to ``record``."""
+def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFrame, checkpoints: dict) -> None:
+    """Train the best configuration on train+val (once per seed), and the soup's and ensemble's members once each;
+    save the variant asked for (ensemble, else soup, else the first seed's single model), test them all, and add
+    the test figures, each variant's, and the retrains' cost to ``record``."""
     opts, data, resources, config = prepared.options, prepared.data, plan.resources, record["config"]
+    classes = list(data.cache.classes)
+    chosen = {}
+    if opts.soup or opts.ensemble:
+        pool = candidates(trials, checkpoints, opts.soup, opts.ensemble)
+        chosen = choose_variants(plan.setup, resources, pool, opts.soup, opts.ensemble) if pool else {}
+        for name in ("soup", "ensemble"):
+            if name in chosen:
+                log.info(
+                    "%s: %s of trials %s, val_acc %.3f",
+                    data.task.name,
+                    name,
+                    _members(chosen[name]),
+                    chosen[name]["val_acc"],
+                )
+    rows = trials.set_index("trial_id")
+    members = [*chosen.get("soup", {}).get("members", []), *chosen.get("ensemble", {}).get("members", {})]
+    configs = {record["trial_id"]: config} | {t: trial_config(rows.loc[t]) for t in members if t != record["trial_id"]}
     log.info(
-        "%s: retraining trial %s's configuration (%s) on train+val for %d epochs, %d seed(s)",
+        "%s: retraining trial %s's configuration (%s) on train+val for %d epochs, %d seed(s)%s",
         data.task.name,
         record["trial_id"],
         config["backbone"],
         opts.max_epochs,
         opts.retrain_seeds,
+        f", and {len(configs) - 1} more for the soup and ensemble" if len(configs) > 1 else "",
     )
-    runs = run_retrains(config, plan.setup, resources, [opts.seed + i for i in range(opts.retrain_seeds)])
-    save_model(opts.task_dir / "model", runs[0], config, list(data.cache.classes), opts.image_size)
-    record.update(retrain_summary(runs))
-    wall = sum(r["wall_s"] for r in runs)
+    seeds = {t: [opts.seed] for t in configs} | {record["trial_id"]: [opts.seed + i for i in range(opts.retrain_seeds)]}
+    refs = {t: submit_retrains(c, plan.setup, resources, seeds[t]) for t, c in configs.items()}
+    outcomes = {t: ray.get(r) for t, r in refs.items()}
+    runs = {t: o[0] for t, o in outcomes.items()}
+    soup = None
+    if "soup" in chosen:
+        soup_state, soup = retrained_soup(chosen, runs, plan.setup, resources, config["backbone"])
+    labels = data.cache.load("test")[1]
+    backbones = {t: c["backbone"] for t, c in configs.items()}
+    record["variants"] = variant_rows(chosen, runs, soup, labels, len(classes), record["trial_id"], backbones)
+    saved = "ensemble" if "ensemble" in chosen else "soup" if soup is not None else "single"
+    model_dir = opts.task_dir / "model"
+    if saved == "ensemble":
+        save_ensemble(model_dir, chosen["ensemble"]["members"], runs, configs, classes, opts.image_size, opts.tta)
+    elif saved == "soup":
+        soup_run = runs[record["trial_id"]] | {"state_dict": soup_state}
+        save_model(model_dir, soup_run, config, classes, opts.image_size, tta=opts.tta, soup=chosen["soup"]["members"])
+    else:
+        save_model(model_dir, runs[record["trial_id"]], config, classes, opts.image_size, tta=opts.tta)
+    record.update(retrain_summary(outcomes[record["trial_id"]]))
+    record.update(model_variant=saved, tta=opts.tta, variants_asked={"soup": opts.soup, "ensemble": opts.ensemble})
+    wall = sum(r["wall_s"] for o in outcomes.values() for r in o)
+    record["retrain_wall_s"] = wall
     record["cpu_hours"] += wall * resources.retrain_cpus / 3600
     record["gpu_hours"] += wall * resources.retrain_gpus / 3600
+
+
+def _members(chosen: dict) -> str:
+    members = chosen["members"]
+    return ", ".join(f"{t} x{members[t]}" if isinstance(members, dict) and members[t] > 1 else t for t in members)
 
 
 def write_results(
@@ -284,6 +341,8 @@ def write_results(
     opts, out = prepared.options, prepared.options.task_dir
     costs = backbone_costs(list(opts.backbones), len(prepared.data.cache.classes), opts.image_size)
     costs = {b: {**costs.get(b, {}), **plan.scores.get(b, {})} for b in opts.backbones}
+    if "variants" in record:
+        record["variants"] = priced_variants(record["variants"], costs)
     write_task_report(out, record, trials, epochs, costs, prepared.files.study_url(), report)
     write_json(out / "best.json", record)
     write_text(out / "best.md", best_markdown(record))
@@ -292,8 +351,3 @@ def write_results(
         log.info(
             "%s: copied %d result files to %s/%s/results", opts.task_name, len(copied), opts.storage, opts.task_name
         )
-
-
-def _plain(value: object) -> object:
-    """numpy scalars from a pandas row as plain Python values, for JSON and for the trainable."""
-    return value.item() if hasattr(value, "item") else value

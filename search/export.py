@@ -20,9 +20,10 @@ TOLERANCE = 1e-4  # largest logit difference between ONNX Runtime and torch that
 
 
 def export_onnx(saved: SavedModel, path: Path, opset: int) -> None:
-    """``saved``'s network as ONNX at ``path``: input ``images`` [batch, 3, S, S], normalised as config.json says;
-    output ``logits`` [batch, classes]; the batch dimension is dynamic."""
-    example = torch.zeros(2, 3, saved.image_size, saved.image_size)
+    """``saved``'s network as ONNX at ``path``: input ``images`` [batch, 3, S, S], normalised as config.json says
+    (an ensemble's: the stored image in 0..1, each member crops and normalises it inside); output ``logits``
+    [batch, classes]; the batch dimension is dynamic."""
+    example = torch.zeros(2, 3, saved.input_size, saved.input_size)
     batch = torch.export.Dim("batch", min=1)
 
     def write(tmp: Path) -> None:

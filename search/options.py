@@ -49,6 +49,9 @@ class SearchOptions:
     retrain: bool = True
     retrain_again: bool = False
     retrain_seeds: int = 1
+    soup: bool = False  # retrain the greedy soup of the best backbone's top trials, and save it
+    ensemble: int = 0  # an ensemble of up to this many members, chosen on validation; 0: none
+    tta: bool = False  # test, predict and export with the horizontal-flip view averaged in
     verbose: bool = False
     compile: bool = False
     prescreen: int | None = None
@@ -70,6 +73,12 @@ class SearchOptions:
             if value is not None and value < 1:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be a positive whole number, got {value}")
+        if self.ensemble == 1 or self.ensemble < 0:
+            raise UsageError(
+                f"--ensemble K needs K of 2 or more members, got {self.ensemble}; leave it out for one model"
+            )
+        if (self.soup or self.ensemble) and not self.retrain:
+            raise UsageError("--soup and --ensemble choose models to retrain; drop --no-retrain, or drop them")
         if self.max_failures < 0:
             raise UsageError(f"--max-failures must be 0 or more (restarts of a failed trial), got {self.max_failures}")
         if self.resume and self.overwrite:

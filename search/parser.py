@@ -197,6 +197,22 @@ def _output_options(output) -> None:
         help="retrain with K seeds; the test metric is their mean (default 1)",
     )
     output.add_argument(
+        "--soup",
+        action="store_true",
+        help="also retrain the greedy soup (averaged weights) of the best backbone's top trials; save it as the model",
+    )
+    output.add_argument(
+        "--ensemble",
+        metavar="K",
+        type=int,
+        default=0,
+        help="also retrain an ensemble of up to K trials of any backbone, chosen on validation, and save it as the "
+        "model (default: none)",
+    )
+    output.add_argument(
+        "--tta", action="store_true", help="test, predict and export with the horizontally flipped view averaged in"
+    )
+    output.add_argument(
         "--mlflow",
         metavar="URI",
         help="also log every trial's parameters and metrics, and the retrained model's, to this MLflow tracking URI "

@@ -25,6 +25,7 @@ from results import (
     summary_markdown,
     top_confusions,
     top_k_frame,
+    variants_frame,
     write_csv,
     write_parquet,
     write_text,
@@ -72,6 +73,8 @@ def write_task_report(
         ),
         "Accuracy against latency by backbone": accuracy_latency(backbones, out / "accuracy_latency.png"),
     }
+    if best.get("variants"):
+        tables["Model variants: tested once (saved: what model/ holds)"] = variants_frame(best)
     memory = memory_check(trials, epochs, best["provenance"]["image_size"])
     if len(memory):
         tables["GPU memory per trial: measured peak against the estimate (MiB of tensors)"] = memory

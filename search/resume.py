@@ -12,6 +12,7 @@ from datasets import UsageError, reading
 from results import read_json
 from search.asha import RUNGS_FIX
 from search.budget import BUDGET_FILE, SEARCH_FIX
+from search.model_dir import MANIFEST
 from search.options import ResolvedOptions
 from search.space import trial_sources
 from search.tuner import SearchFiles
@@ -41,10 +42,13 @@ def finished_record(opts: ResolvedOptions) -> dict | None:
     best = read_json(opts.task_dir / "best.json", "--retrain-again writes it anew from the finished search")
     if not best:
         return None
+    model = opts.task_dir / "model"
     retrained = (
         "test_acc" in best
         and best.get("retrain_seeds", 1) == opts.retrain_seeds
-        and (opts.task_dir / "model" / "weights.safetensors").is_file()
+        and best.get("variants_asked", {"soup": False, "ensemble": 0}) == {"soup": opts.soup, "ensemble": opts.ensemble}
+        and best.get("tta", False) == opts.tta
+        and ((model / "weights.safetensors").is_file() or (model / MANIFEST).is_file())
     )
     return best if retrained or not opts.retrain else None
 

@@ -133,6 +133,7 @@ def _record(result: tune.Result, trial: Trial) -> dict:
         "error": None if result.error is None else error_line(result.error),
         "finished": trial.status in FINISHED,
         "failures": trial.run_metadata.num_failures,
+        "checkpoint": result.checkpoint,  # the newest: what soups and ensembles are made of
     }
 
 

@@ -21,10 +21,11 @@ from datasets import short
 from trainables.accel import Accel
 from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
-from trainables.loop import Images, evaluate
+from trainables.loop import Images
 from trainables.model import preprocessing
 from trainables.setup import TrialSetup, device
 from trainables.training import fit
+from trainables.variants import metrics_of, probabilities
 
 __all__ = ["free_memory", "out_of_memory", "retrain", "train_trial"]
 
@@ -130,7 +131,8 @@ def _scratch() -> tempfile.TemporaryDirectory:
 
 
 def retrain(config: dict, setup: TrialSetup) -> dict:
-    """Train ``config`` on train+val, test once; returns test metrics, the weights and the per-epoch history."""
+    """Train ``config`` on train+val, test once; returns test metrics and probabilities (also with test-time
+    augmentation), the weights and the per-epoch history."""
     cfg = TrialConfig.from_dict(config)
     history: list[dict] = []
     started = time.perf_counter()
@@ -143,12 +145,17 @@ def retrain(config: dict, setup: TrialSetup) -> dict:
     )
     data = setup.local_data()
     prep = preprocessing(model, data.image_size)
-    test = evaluate(model, Images([data.load("test")]), len(data.classes), prep, accel=Accel.for_device(device()))
+    accel, images = Accel.for_device(device()), Images([data.load("test")])
+    probs = probabilities(model, images, prep, accel=accel)
+    test = metrics_of(probs, images.labels, len(data.classes))
     return {
         "test_acc": test["acc"],
         "test_macro_f1": test["macro_f1"],
         "test_loss": test["loss"],
         "confusion": test["confusion"].tolist(),
+        # what the soups, ensembles and test-time augmentation are tested with, without another pass
+        "test_probs": probs,
+        "test_probs_tta": probabilities(model, images, prep, tta=True, accel=accel),
         "history": history,
         "preprocess": dataclasses.asdict(prep),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},

@@ -18,6 +18,8 @@ from search import main
         (["egg", "--data", "/nonexistent/eggs"], "--data /nonexistent/eggs does not exist"),
         (["egg", "--demo", "--gpus-per-trial", "1.5"], "a fraction up to 1 (0.25 lets four trials share a GPU)"),
         (["egg", "--demo", "--gpus-per-trial", "-0.5"], "--gpus-per-trial must be 0 (CPUs only), a fraction"),
+        (["egg", "--demo", "--ensemble", "1"], "--ensemble K needs K of 2 or more members, got 1"),
+        (["egg", "--demo", "--soup", "--no-retrain"], "--soup and --ensemble choose models to retrain"),
     ],
 )
 def test_bad_arguments_exit_2_with_the_reason(argv, message, capsys):

@@ -38,6 +38,7 @@ def _command(eggs: Path, out: Path, *extra: str) -> list[str]:
         *(sys.executable, "-m", "search", str(eggs), "--out", str(out), "--trials", str(TRIALS)),
         *("--max-epochs", "3", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off"),
         *("--dashboard-port", "0", *extra),  # no dashboard: a few CPU-seconds less per driver
+        *("--soup", "--ensemble", "2", "--tta"),  # the retrain killed is the soup's and the ensemble's too
     ]
 
 
@@ -124,7 +125,7 @@ def interrupted_search(eggs, tmp_path_factory) -> dict:
     # 4. --resume: nothing left to search, the retrain runs again
     resumed = Driver(_command(eggs, out, "--resume"), out / "resumed.log")
     stages["resumed"] = {"code": resumed.finish(), "output": resumed.output()}
-    stages["resumed"]["model_mtime"] = (out / task / "model" / "weights.safetensors").stat().st_mtime
+    stages["resumed"]["model_mtime"] = (out / task / "model" / "manifest.json").stat().st_mtime
 
     # 5. --resume once more: nothing to do, so no Ray and no process of its own is needed
     printed = io.StringIO()
@@ -208,9 +209,17 @@ def test_a_retrain_killed_midway_and_resumed_writes_one_result_and_is_not_repeat
     assert resumed["code"] == 0, resumed["output"][-2000:]
     best = json.loads((task / "best.json").read_text())
     assert 0 <= best["test_acc"] <= 1 and best["trials"]["total"] == TRIALS
+    # the variants were chosen, retrained and tested after the kill: each of them once, the ensemble saved
+    assert [(v["variant"], v["tta"]) for v in best["variants"]] == [
+        (variant, tta) for variant in ("single", "soup", "ensemble") for tta in (False, True)
+    ]
+    assert best["model_variant"] == "ensemble" and best["tta"] is True
+    manifest = json.loads((task / "model" / "manifest.json").read_text())
+    assert [m["trial_id"] for m in manifest["members"]] == [m["trial_id"] for m in best["variants"][-1]["members"]]
+    assert all((task / "model" / m["path"] / "weights.safetensors").is_file() for m in manifest["members"])
     assert sorted(p.name for p in task.iterdir() if "model" in p.name) == ["model"]
     assert again["code"] == 0 and again["output"].startswith("## Best configuration"), again["output"][-2000:]
-    assert (task / "model" / "weights.safetensors").stat().st_mtime == resumed["model_mtime"]
+    assert (task / "model" / "manifest.json").stat().st_mtime == resumed["model_mtime"]
     assert json.loads((task / "best.json").read_text()) == best
 
 

@@ -1,0 +1,121 @@
+"""After the search: the greedy soup and the ensemble chosen on validation from the trials' last checkpoints, their
+members retrained on train+val, every variant tested once (with and without test-time augmentation)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import ray
+from ray import tune
+
+from results import CONFIG_COLUMNS, ranked_trials
+from search.cluster import Resources
+from trainables import TrialSetup
+from trainables.variants import average_weights, metrics_of, select_variants, split_probabilities
+
+__all__ = [
+    "ENSEMBLE_CANDIDATES",
+    "SOUP_CANDIDATES",
+    "candidates",
+    "choose_variants",
+    "extra_retrains",
+    "retrained_soup",
+    "trial_config",
+    "variant_rows",
+]
+
+
+SOUP_CANDIDATES = 4  # the best backbone's top trials a soup may average: each member is one more retrain
+ENSEMBLE_CANDIDATES = 8  # the top trials of any backbone an ensemble chooses from
+
+
+def extra_retrains(soup: bool, ensemble: int) -> int:
+    """The most retrains, beyond the best configuration's, that the soup and the ensemble can add."""
+    return (SOUP_CANDIDATES - 1 if soup else 0) + max(0, ensemble - 1)
+
+
+def trial_config(row: pd.Series) -> dict:
+    """A trial's configuration as it trained (a batch halved after running out of memory stays halved)."""
+    plain = {k: row[k].item() if hasattr(row[k], "item") else row[k] for k in CONFIG_COLUMNS}
+    return plain | {"batch_size": int(row["trained_batch_size"])}
+
+
+def candidates(trials: pd.DataFrame, checkpoints: dict[str, tune.Checkpoint], soup: bool, ensemble: int) -> list:
+    """(trial id, backbone, checkpoint), best first: the ensemble's pool and the soup's (the best backbone's)."""
+    ranked = ranked_trials(trials)
+    ranked = ranked[ranked["trial_id"].isin(list(checkpoints))]
+    keep = ranked.head(ENSEMBLE_CANDIDATES if ensemble else 0)["trial_id"].tolist()
+    if soup and len(ranked):
+        same = ranked[ranked["backbone"] == ranked.iloc[0]["backbone"]].head(SOUP_CANDIDATES)["trial_id"].tolist()
+        keep += [t for t in same if t not in keep]
+    rows = ranked.set_index("trial_id")
+    order = [t for t in ranked["trial_id"] if t in keep]
+    return [(t, rows.loc[t, "backbone"], checkpoints[t]) for t in order]
+
+
+def choose_variants(setup: TrialSetup, resources: Resources, pool: list, soup: bool, ensemble: int) -> dict:
+    """``select_variants`` as a Ray task where the retrain would run."""
+    remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(select_variants)
+    one = dataclasses.replace(setup, cpus=resources.retrain_cpus)
+    return ray.get(remote.remote(one, pool, soup, ensemble))
+
+
+def retrained_soup(
+    chosen: dict, runs: dict[str, dict], setup: TrialSetup, resources: Resources, backbone: str
+) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """The soup's retrained weights (the mean of its members' retrains) and its test probabilities, without and with
+    test-time augmentation (a Ray task where the retrain ran; a soup of one is that model)."""
+    members = chosen["soup"]["members"]
+    if len(members) == 1:
+        run = runs[members[0]]
+        return run["state_dict"], (run["test_probs"], run["test_probs_tta"])
+    state = average_weights([runs[t]["state_dict"] for t in members])
+    remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(split_probabilities)
+    one, ref = dataclasses.replace(setup, cpus=resources.retrain_cpus), ray.put(state)
+    probs = ray.get([remote.remote(backbone, ref, one, "test", tta) for tta in (False, True)])
+    return state, (probs[0], probs[1])
+
+
+def variant_rows(
+    chosen: dict,
+    runs: dict[str, dict],
+    soup: tuple[np.ndarray, np.ndarray] | None,
+    labels: np.ndarray,
+    num_classes: int,
+    best_id: str,
+    backbones: dict[str, str],
+) -> list[dict]:
+    """One row per variant (single, soup, ensemble), each without and with test-time augmentation: its members,
+    validation accuracy where it was chosen on validation, and its test figures."""
+    rows = []
+
+    def add(variant: str, members: dict[str, int], val_acc: float | None, probs: tuple) -> None:
+        for tta, p in zip((False, True), probs, strict=True):
+            test = metrics_of(p, labels, num_classes)
+            rows.append(
+                {
+                    "variant": variant,
+                    "tta": tta,
+                    "members": [{"trial_id": t, "backbone": backbones[t], "weight": n} for t, n in members.items()],
+                    "val_acc": None if tta else val_acc,  # chosen without the flipped view
+                    "test_acc": test["acc"],
+                    "test_macro_f1": test["macro_f1"],
+                }
+            )
+
+    single = runs[best_id]
+    add(
+        "single", {best_id: 1}, chosen.get("val_acc", {}).get(best_id), (single["test_probs"], single["test_probs_tta"])
+    )
+    if "soup" in chosen and soup is not None:
+        add("soup", dict.fromkeys(chosen["soup"]["members"], 1), chosen["soup"]["val_acc"], soup)
+    if "ensemble" in chosen:
+        members = chosen["ensemble"]["members"]
+        total = sum(members.values())
+        probs = tuple(
+            sum(runs[t][key] * n for t, n in members.items()) / total for key in ("test_probs", "test_probs_tta")
+        )
+        add("ensemble", members, chosen["ensemble"]["val_acc"], probs)
+    return rows

@@ -1,0 +1,167 @@
+"""More than one trained model: weight soups (Wortsman et al. 2022), greedy ensemble selection (Caruana et al.
+2004) and horizontal-flip test-time augmentation, all judged by their probabilities on a split."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from ray import tune
+from torch import nn
+
+from trainables.accel import Accel
+from trainables.checkpoint import load_checkpoint
+from trainables.loop import Images, batches, classification_metrics
+from trainables.model import build_model, preprocessing
+from trainables.preprocess import Preprocess
+from trainables.setup import TrialSetup, device
+
+__all__ = [
+    "FlipAverage",
+    "average_weights",
+    "checkpoint_weights",
+    "greedy_ensemble",
+    "greedy_soup",
+    "metrics_of",
+    "probabilities",
+    "select_variants",
+    "split_probabilities",
+]
+
+EPS = 1e-12  # probabilities as logits: log(p) of a class no model gives any weight
+
+
+def average_weights(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of state dicts of one architecture, key by key, in float32 and back to each tensor's dtype; counters
+    (BatchNorm's ``num_batches_tracked``) are not weights and keep the first's value."""
+    out = {}
+    for key, first in states[0].items():
+        if first.is_floating_point():
+            out[key] = torch.stack([s[key].float() for s in states]).mean(0).to(first.dtype)
+        else:
+            out[key] = first.clone()
+    return out
+
+
+class FlipAverage(nn.Module):
+    """A model with horizontal-flip test-time augmentation: the log of its two views' mean probabilities (a valid
+    logit: its softmax is that mean)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = torch.stack([self.model(x).float().softmax(1), self.model(x.flip(-1)).float().softmax(1)])
+        return views.mean(0).clamp_min(EPS).log()
+
+
+@torch.no_grad()
+def probabilities(
+    model: nn.Module, data: Images, prep: Preprocess, tta: bool = False, accel: Accel | None = None
+) -> np.ndarray:
+    """Class probabilities ``[N, C]`` of ``data`` (float64); with ``tta`` the mean of the image's and its mirror's."""
+    model.eval()
+    accel = accel or Accel(torch.device("cpu"))
+    net = FlipAverage(model) if tta else model
+    out = []
+    for idx in batches(len(data), 128):
+        with accel.autocast():
+            out.append(net(prep(accel.batch(data.batch(idx)[0]))).float().softmax(1).cpu().double())
+    return torch.cat(out).numpy()
+
+
+def metrics_of(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """Loss (of the mean probabilities), accuracy, macro-F1 and the confusion matrix."""
+    logits = torch.from_numpy(np.log(np.clip(probs, EPS, None)))
+    return classification_metrics(logits, torch.from_numpy(labels).long(), num_classes)
+
+
+def greedy_soup(
+    candidates: Sequence[tuple[str, dict[str, torch.Tensor]]], accuracy: Callable[[dict[str, torch.Tensor]], float]
+) -> tuple[list[str], float, dict[str, torch.Tensor]]:
+    """Wortsman et al.'s greedy soup: in the given order (best first), a candidate joins when the average of the
+    soup and it scores no lower on ``accuracy``; returns the members' names, the soup's score and its weights."""
+    (name, state), rest = candidates[0], candidates[1:]
+    members, states, score, soup = [name], [state], accuracy(state), state
+    for name, state in rest:
+        trial = average_weights([*states, state])
+        value = accuracy(trial)
+        if value >= score:
+            members, states, score, soup = [*members, name], [*states, state], value, trial
+    return members, score, soup
+
+
+def greedy_ensemble(probs: dict[str, np.ndarray], labels: np.ndarray, size: int) -> tuple[dict[str, int], float]:
+    """Caruana et al.'s ensemble selection with replacement: ``size`` times, add the candidate whose addition gives the
+    highest accuracy of the averaged probabilities (ties: the lower loss, then the earlier candidate); keep the
+    best prefix (the shorter on a tie). Returns each member's count (its weight) and the ensemble's accuracy."""
+    picked: list[str] = []
+    total = np.zeros_like(next(iter(probs.values())))
+    best = (-1.0, 0)
+    for step in range(1, size + 1):
+        # max keeps the first of equals: the candidates come best first
+        name = max(probs, key=lambda n: _accuracy_and_fit((total + probs[n]) / step, labels))
+        picked.append(name)
+        total = total + probs[name]
+        accuracy = _accuracy_and_fit(total / step, labels)[0]
+        if accuracy > best[0]:
+            best = (accuracy, step)
+    return dict(Counter(picked[: best[1]])), best[0]
+
+
+def _accuracy_and_fit(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Accuracy, then the negative log-loss: what ensemble selection maximises, in that order."""
+    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], EPS, None)).mean()
+    return float((probs.argmax(1) == labels).mean()), float(-nll)
+
+
+def select_variants(
+    setup: TrialSetup,
+    candidates: Sequence[tuple[str, str, tune.Checkpoint]],
+    soup: bool,
+    ensemble: int,
+) -> dict:
+    """On validation, from ``candidates`` (trial id, backbone, last checkpoint; best first): each one's accuracy,
+    the greedy soup of those sharing the first's backbone (``soup``), and an ensemble of up to ``ensemble`` members."""
+    labels = setup.local_data().load("val")[1]
+    weights = {trial: checkpoint_weights(ckpt) for trial, _, ckpt in candidates}
+    backbone_of = {trial: backbone for trial, backbone, _ in candidates}
+    probs = {t: split_probabilities(backbone_of[t], w, setup, "val") for t, w in weights.items()}
+    out: dict = {"val_acc": {t: _accuracy_and_fit(p, labels)[0] for t, p in probs.items()}}
+    if soup:
+        first = candidates[0][1]
+        pool = [(t, weights[t]) for t, b, _ in candidates if b == first]
+        known = {id(weights[t]): out["val_acc"][t] for t, _ in pool}  # a candidate alone was just evaluated
+
+        def accuracy_of(state: dict[str, torch.Tensor]) -> float:
+            if id(state) in known:
+                return known[id(state)]
+            return _accuracy_and_fit(split_probabilities(first, state, setup, "val"), labels)[0]
+
+        members, accuracy, _ = greedy_soup(pool, accuracy_of)
+        out["soup"] = {"members": members, "val_acc": accuracy}
+    if ensemble:
+        members, accuracy = greedy_ensemble(probs, labels, ensemble)
+        out["ensemble"] = {"members": members, "val_acc": accuracy}
+    return out
+
+
+def checkpoint_weights(checkpoint: tune.Checkpoint) -> dict[str, torch.Tensor]:
+    """A trial's model weights from its Ray Tune checkpoint (local or on remote storage)."""
+    with checkpoint.as_directory() as directory:
+        return load_checkpoint(directory)["model"]
+
+
+def split_probabilities(
+    backbone: str, state: dict[str, torch.Tensor], setup: TrialSetup, split: str, tta: bool = False
+) -> np.ndarray:
+    """``state``'s probabilities on one of the cache's splits, on this worker's device."""
+    data = setup.local_data()
+    model = build_model(backbone, len(data.classes))
+    model.load_state_dict(state)
+    accel = Accel.for_device(device())
+    prep = preprocessing(model, data.image_size)
+    return probabilities(accel.model(model), Images([data.load(split)]), prep, tta, accel)
