@@ -226,11 +226,13 @@ VARIANT_COLUMNS = ["variant", "tta", "members", "val_acc", "test_acc", "test_mac
 
 
 def priced_variants(variants: list[dict], costs: dict[str, dict]) -> list[dict]:
-    """The variants with their cost: parameters, the members' sum; latency, the members' sum of their backbone's
-    batch-1 latency, twice with test-time augmentation (NaN for a backbone not measured)."""
+    """The variants with their cost: a soup is one model of its backbone; an ensemble's parameters and latency are
+    its members' sums (each backbone's batch-1 latency); test-time augmentation doubles the latency (NaN for a
+    backbone not measured)."""
     out = []
     for row in variants:
         backbones = [m["backbone"] for m in row["members"]]
+        backbones = backbones[:1] if row["variant"] == "soup" else backbones
         cost = [costs.get(b, {}) for b in backbones]
         latency = sum(c.get("latency_ms", math.nan) for c in cost) * (2 if row["tta"] else 1)
         out.append({**row, "latency_ms": latency, "params_m": sum(c.get("params_m", math.nan) for c in cost)})

@@ -9,9 +9,11 @@ from results import (
     best_markdown,
     best_trial,
     epochs_frame,
+    priced_variants,
     summary_frame,
     top_configs,
     trials_frame,
+    variants_frame,
 )
 from tests.conftest import trial_config
 
@@ -122,3 +124,19 @@ def test_top_configs_for_a_warm_start_keep_the_best_with_known_backbones():
     assert [c["backbone"] for c in top] == ["resnet18", "resnet18"]
     assert top[0] == CONFIG and set(top[1]) == set(CONFIG)
     assert top_configs(trials, k=5, backbones=["efficientnet_b0"])[0]["backbone"] == "efficientnet_b0"
+
+
+def test_variant_costs_count_a_soup_as_one_model_an_ensemble_as_its_members_and_tta_as_two_passes():
+    costs = {"a": {"latency_ms": 10.0, "params_m": 3.0}, "b": {"latency_ms": 30.0, "params_m": 8.0}}
+    two = [{"trial_id": "t1", "backbone": "a", "weight": 2}, {"trial_id": "t2", "backbone": "b", "weight": 1}]
+    soup = [{"trial_id": "t1", "backbone": "a", "weight": 1}, {"trial_id": "t3", "backbone": "a", "weight": 1}]
+    rows = [
+        {"variant": "soup", "tta": False, "members": soup, "val_acc": 0.9, "test_acc": 0.9, "test_macro_f1": 0.9},
+        {"variant": "ensemble", "tta": False, "members": two, "val_acc": 0.9, "test_acc": 0.9, "test_macro_f1": 0.9},
+        {"variant": "ensemble", "tta": True, "members": two, "val_acc": None, "test_acc": 0.9, "test_macro_f1": 0.9},
+    ]
+    priced = priced_variants(rows, costs)
+    assert [(r["latency_ms"], r["params_m"]) for r in priced] == [(10.0, 3.0), (40.0, 11.0), (80.0, 11.0)]
+    frame = variants_frame({"variants": priced, "model_variant": "ensemble", "tta": True})
+    assert frame["saved"].tolist() == ["", "", "yes"]
+    assert frame["members"].iloc[1] == "t1 (a) x2, t2 (b)"
