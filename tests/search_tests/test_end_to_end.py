@@ -44,6 +44,7 @@ def finished_search(ray_cluster, tmp_path_factory):
                 "3",
                 "--retrain-seeds",
                 "2",
+                "--soup",
                 "--mlflow",
                 f"sqlite:///{out / 'mlflow.db'}",
             ]
@@ -144,8 +145,24 @@ def test_stock_timm_loads_the_model_folder_with_its_labels_and_gives_predicts_lo
         inputs = saved.prep(x.float() / 255)
         torch.testing.assert_close(model(inputs), saved.model(inputs), rtol=0, atol=0)
     result = evaluate(model, test, len(labels), saved.prep)
-    assert result["acc"] == pytest.approx(best["model_test_acc"])
-    assert best["model_test_acc"] == best["test_acc_per_seed"][0]
+    (held,) = [v for v in best["variants"] if v["variant"] == best["model_variant"] and not v["tta"]]
+    assert result["acc"] == pytest.approx(held["test_acc"])  # the folder's model is the variant tested as saved
+    assert best["model_test_acc"] == best["test_acc_per_seed"][0] == best["variants"][0]["test_acc"]
+
+
+def test_the_soup_is_chosen_on_validation_retrained_and_saved_beside_the_single_model(finished_search):
+    best = json.loads((finished_search / "egg" / "best.json").read_text())
+    rows = {(v["variant"], v["tta"]): v for v in best["variants"]}
+    assert set(rows) == {("single", False), ("single", True), ("soup", False), ("soup", True)}
+    single, soup = rows["single", False], rows["soup", False]
+    assert soup["val_acc"] >= single["val_acc"], "a member joins only when the soup's validation accuracy holds"
+    assert soup["members"][0]["trial_id"] == best["trial_id"]
+    assert {m["backbone"] for m in soup["members"]} == {best["config"]["backbone"]}
+    trials = pd.read_parquet(finished_search / "egg" / "trials.parquet").set_index("trial_id")
+    assert all(trials.loc[m["trial_id"], "backbone"] == best["config"]["backbone"] for m in soup["members"])
+    config = json.loads((finished_search / "egg" / "model" / "config.json").read_text())
+    assert best["model_variant"] == "soup" and config["soup"] == [m["trial_id"] for m in soup["members"]]
+    assert "## Model variants" in (finished_search / "egg" / "best.md").read_text()
 
 
 def test_export_writes_an_onnx_model_that_onnx_runtime_runs_as_torch_does(finished_search, capsys):

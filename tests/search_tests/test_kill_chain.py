@@ -38,7 +38,7 @@ def _command(eggs: Path, out: Path, *extra: str) -> list[str]:
         *(sys.executable, "-m", "search", str(eggs), "--out", str(out), "--trials", str(TRIALS)),
         *("--max-epochs", "3", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off"),
         *("--dashboard-port", "0", *extra),  # no dashboard: a few CPU-seconds less per driver
-        *("--soup", "--ensemble", "2", "--tta"),  # the retrain killed is the soup's and the ensemble's too
+        *("--ensemble", "2", "--tta"),  # the retrain killed is the ensemble's members' too
     ]
 
 
@@ -211,7 +211,7 @@ def test_a_retrain_killed_midway_and_resumed_writes_one_result_and_is_not_repeat
     assert 0 <= best["test_acc"] <= 1 and best["trials"]["total"] == TRIALS
     # the variants were chosen, retrained and tested after the kill: each of them once, the ensemble saved
     assert [(v["variant"], v["tta"]) for v in best["variants"]] == [
-        (variant, tta) for variant in ("single", "soup", "ensemble") for tta in (False, True)
+        (variant, tta) for variant in ("single", "ensemble") for tta in (False, True)
     ]
     assert best["model_variant"] == "ensemble" and best["tta"] is True
     manifest = json.loads((task / "model" / "manifest.json").read_text())
