@@ -59,7 +59,7 @@ def choose_variants(setup: TrialSetup, resources: Resources, pool: list, soup: b
     """``select_variants`` as a Ray task where the retrain would run."""
     remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(select_variants)
     one = dataclasses.replace(setup, cpus=resources.retrain_cpus)
-    return ray.get(remote.remote(one, pool, soup, ensemble))
+    return ray.get(remote.remote(one, pool, SOUP_CANDIDATES if soup else 0, ensemble))
 
 
 def retrained_soup(

@@ -121,11 +121,12 @@ def _accuracy_and_fit(probs: np.ndarray, labels: np.ndarray) -> tuple[float, flo
 def select_variants(
     setup: TrialSetup,
     candidates: Sequence[tuple[str, str, tune.Checkpoint]],
-    soup: bool,
+    soup: int,
     ensemble: int,
 ) -> dict:
     """On validation, from ``candidates`` (trial id, backbone, last checkpoint; best first): each one's accuracy,
-    the greedy soup of those sharing the first's backbone (``soup``), and an ensemble of up to ``ensemble`` members."""
+    the greedy soup of the first ``soup`` that share the first's backbone (none for 0), and an ensemble of up to
+    ``ensemble`` members."""
     labels = setup.local_data().load("val")[1]
     weights = {trial: checkpoint_weights(ckpt) for trial, _, ckpt in candidates}
     backbone_of = {trial: backbone for trial, backbone, _ in candidates}
@@ -133,7 +134,7 @@ def select_variants(
     out: dict = {"val_acc": {t: _accuracy_and_fit(p, labels)[0] for t, p in probs.items()}}
     if soup:
         first = candidates[0][1]
-        pool = [(t, weights[t]) for t, b, _ in candidates if b == first]
+        pool = [(t, weights[t]) for t, b, _ in candidates if b == first][:soup]
         known = {id(weights[t]): out["val_acc"][t] for t, _ in pool}  # a candidate alone was just evaluated
 
         def accuracy_of(state: dict[str, torch.Tensor]) -> float:
