@@ -47,6 +47,7 @@ from search.tuner import Outcome, run_trials
 from search.variants import (
     candidates,
     choose_variants,
+    extra_retrains,
     retrained_soup,
     trial_config,
     variant_rows,
@@ -199,7 +200,7 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
         stopper = TimeBudget(
             opts.time_budget_s - elapsed_before - prepared.seconds - (time.perf_counter() - begun),
             opts.max_epochs,
-            retrain_scale(data.cache.sizes, opts, resources),
+            retrain_scale(data.cache.sizes, opts, resources, extra_retrains(opts.soup, opts.ensemble)),
             opts.task_dir / SEARCH_FILE,
             opts.time_budget_s,
         )

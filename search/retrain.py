@@ -4,35 +4,41 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
 from search.cluster import Resources
 from search.options import ResolvedOptions
-from search.variants import extra_retrains
 from trainables import TrialSetup, retrain
 
-__all__ = ["retrain_scale", "retrain_summary", "submit_retrains"]
+__all__ = ["retrain_scale", "retrain_summary", "retrain_task", "submit_retrains"]
 
 
 def submit_retrains(config: dict, setup: TrialSetup, resources: Resources, seeds: list[int]) -> list[ray.ObjectRef]:
     """The retrain as Ray tasks, one per seed, so they run where the cluster has room (a GPU node when trials used
     GPUs) and side by side when it has room for several."""
-    remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(retrain)
-    one = dataclasses.replace(setup, cpus=resources.retrain_cpus)
+    remote, one = retrain_task(retrain, setup, resources)
     return [remote.remote(config, dataclasses.replace(one, seed=seed)) for seed in seeds]
 
 
-def retrain_scale(sizes: dict[str, int], opts: ResolvedOptions, resources: Resources) -> float:
-    """The retrain's cost against one trial's epochs of the same configuration: more images and each seed, on a
+def retrain_task(function: Callable, setup: TrialSetup, resources: Resources) -> tuple[Any, TrialSetup]:
+    """``function`` as a Ray task with the retrain's resources (where the cluster has room for it), and ``setup``
+    with the retrain's CPUs: the retrain, and the soup's and ensemble's choosing and testing."""
+    remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(function)
+    return remote, dataclasses.replace(setup, cpus=resources.retrain_cpus)
+
+
+def retrain_scale(sizes: dict[str, int], opts: ResolvedOptions, resources: Resources, extra: int = 0) -> float:
+    """The retrain's cost against one trial's epochs of the same configuration: more images and each seed, and
+    ``extra`` retrains more (the most the soup and the ensemble can add; their members are chosen later), on a
     whole node's CPUs (measured here: 2 threads alone ran 2.5-3x faster than 1 beside another trial; counted as
     linear). A GPU trial's share is not counted as slower than the whole GPU."""
     if not opts.retrain:
         return 0.0
     speedup = 1.0 if resources.gpus_per_trial else max(1.0, resources.retrain_cpus / resources.cpus_per_trial)
-    # the soup's and the ensemble's members are at most this many retrains more (their number is chosen later)
-    retrains = opts.retrain_seeds + extra_retrains(opts.soup, opts.ensemble)
-    return (sizes["train"] + sizes["val"]) / sizes["train"] * retrains / speedup
+    return (sizes["train"] + sizes["val"]) / sizes["train"] * (opts.retrain_seeds + extra) / speedup
 
 
 def retrain_summary(runs: list[dict]) -> dict:

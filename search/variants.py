@@ -3,8 +3,6 @@ members retrained on train+val, every variant tested once (with and without test
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import ray
@@ -12,6 +10,7 @@ from ray import tune
 
 from results import CONFIG_COLUMNS, ranked_trials
 from search.cluster import Resources
+from search.retrain import retrain_task
 from trainables import TrialSetup
 from trainables.variants import average_weights, metrics_of, select_variants, split_probabilities
 
@@ -57,8 +56,7 @@ def candidates(trials: pd.DataFrame, checkpoints: dict[str, tune.Checkpoint], so
 
 def choose_variants(setup: TrialSetup, resources: Resources, pool: list, soup: bool, ensemble: int) -> dict:
     """``select_variants`` as a Ray task where the retrain would run."""
-    remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(select_variants)
-    one = dataclasses.replace(setup, cpus=resources.retrain_cpus)
+    remote, one = retrain_task(select_variants, setup, resources)
     return ray.get(remote.remote(one, pool, SOUP_CANDIDATES if soup else 0, ensemble))
 
 
@@ -72,8 +70,8 @@ def retrained_soup(
         run = runs[members[0]]
         return run["state_dict"], (run["test_probs"], run["test_probs_tta"])
     state = average_weights([runs[t]["state_dict"] for t in members])
-    remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(split_probabilities)
-    one, ref = dataclasses.replace(setup, cpus=resources.retrain_cpus), ray.put(state)
+    remote, one = retrain_task(split_probabilities, setup, resources)
+    ref = ray.put(state)
     probs = ray.get([remote.remote(backbone, ref, one, "test", tta) for tta in (False, True)])
     return state, (probs[0], probs[1])
 
