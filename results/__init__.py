@@ -35,6 +35,7 @@ from results.tables import (
     top_configs,
     trials_frame,
     variants_frame,
+    wilson,
 )
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "top_k_frame",
     "trials_frame",
     "variants_frame",
+    "wilson",
     "write_csv",
     "write_json",
     "write_parquet",

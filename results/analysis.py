@@ -23,7 +23,19 @@ __all__ = [
     "top_k_frame",
 ]
 
-TOP_COLUMNS = ["rank", "trial_id", *CONFIG_COLUMNS, "val_acc", "val_macro_f1", "val_loss", "epochs_run", "wall_s"]
+TOP_COLUMNS = [
+    "rank",
+    "trial_id",
+    *CONFIG_COLUMNS,
+    "val_acc",
+    "val_acc_low",
+    "val_acc_high",
+    "val_n",
+    "val_macro_f1",
+    "val_loss",
+    "epochs_run",
+    "wall_s",
+]
 BACKBONE_COLUMNS = [
     "backbone",
     "family",

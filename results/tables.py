@@ -25,6 +25,7 @@ __all__ = [
     "best_trial",
     "epochs_frame",
     "finished_trials",
+    "interval",
     "markdown_table",
     "marks",
     "number",
@@ -38,6 +39,7 @@ __all__ = [
     "trials_frame",
     "priced_variants",
     "variants_frame",
+    "wilson",
 ]
 
 CONFIG_COLUMNS = list(KNOBS)  # TrialConfig's fields, in its order
@@ -61,6 +63,9 @@ TRIAL_COLUMNS = [
     "source",
     *CONFIG_COLUMNS,
     "val_acc",
+    "val_acc_low",
+    "val_acc_high",
+    "val_n",
     "val_macro_f1",
     "val_loss",
     "best_epoch",
@@ -74,6 +79,24 @@ TRIAL_COLUMNS = [
     "error",
 ]
 STATUSES = ("TERMINATED", "STOPPED", "ERROR")
+
+
+def wilson(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of an accuracy measured on ``n`` photos ((nan, nan) for none): unlike the
+    normal approximation it stays inside 0..1 and is honest near 1, where these accuracies live."""
+    if not n or not _finite(accuracy):
+        return math.nan, math.nan
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def interval(accuracy: float, n: int | None) -> str:
+    """``0.954 (95% CI 0.909-0.978, 153 photos)``, as ``best.md`` and the report print an accuracy."""
+    if not n or not _finite(accuracy):
+        return number(accuracy)
+    low, high = wilson(accuracy, int(n))
+    return f"{accuracy:.3f} (95% CI {low:.3f}–{high:.3f}, {int(n)} photos)"
 
 
 def epochs_frame(records: list[dict]) -> pd.DataFrame:
@@ -112,6 +135,9 @@ def trials_frame(records: list[dict], max_epochs: int, pretrained: dict[str, boo
     for r in records:
         good = [h for h in r["history"] if _finite(h.get("val_acc")) and _finite(h.get("val_loss"))]
         best = max(good, key=lambda h: (h["val_acc"], -h["val_loss"]), default={})
+        n = best.get("val_n")
+        n = int(n) if n is not None and math.isfinite(float(n)) else 0  # numpy's integers from Ray's frames too
+        low, high = wilson(best.get("val_acc", math.nan), n)
         trained = r["history"][-1].get("batch_size") if r["history"] else None
         rows.append(
             {
@@ -120,6 +146,9 @@ def trials_frame(records: list[dict], max_epochs: int, pretrained: dict[str, boo
                 "source": r.get("source", "sampler"),  # recipe, warm-start (--warm-start) or sampler (TPE)
                 **{c: r["config"].get(c) for c in CONFIG_COLUMNS},
                 "val_acc": best.get("val_acc", math.nan),
+                "val_acc_low": low,
+                "val_acc_high": high,
+                "val_n": n,
                 "val_macro_f1": best.get("val_macro_f1", math.nan),
                 "val_loss": best.get("val_loss", math.nan),
                 "best_epoch": best.get("epoch", 0),
@@ -193,7 +222,7 @@ def best_rows(best: dict) -> list[tuple[str, object]]:
     trials = best["trials"]
     return [
         *((k, best["config"][k]) for k in CONFIG_COLUMNS),
-        ("val_acc", best["val_acc"]),
+        ("val_acc", interval(best["val_acc"], best.get("val_n"))),
         ("val_macro_f1", best["val_macro_f1"]),
         ("val_loss", best["val_loss"]),
         ("test_acc", _test_acc(best)),
@@ -217,8 +246,15 @@ def best_markdown(best: dict) -> str:
     lines = [title, "", "| setting | value |", "|---|---|", *(f"| {k} | {number(v)} |" for k, v in rows)]
     text = "\n".join(lines) + "\n"
     asked = best.get("variants_asked", {})
-    if best.get("variants") and (asked.get("soup") or asked.get("ensemble") or best.get("tta")):
+    if best.get("variants") and (asked.get("soup") or asked.get("ensemble") or asked.get("auto") or best.get("tta")):
         text += "\n" + markdown_table(variants_frame(best), "Model variants (tested once; saved: in model/)")
+        saved = best.get("saved_test_acc")
+        if saved is not None:
+            text += f"\nSaved model: {best['model_variant']}{' with TTA' if best.get('tta') else ''}, test_acc "
+            text += f"{interval(saved, best.get('test_n'))}."
+        if best.get("variant_reason"):
+            text += f" Chosen: {best['variant_reason']}."
+        text += "\n"
     return text
 
 
@@ -257,7 +293,11 @@ def _test_acc(best: dict) -> str | float:
     if "test_acc" not in best:
         return "not retrained"
     seeds = best.get("retrain_seeds", 1)
-    return best["test_acc"] if seeds == 1 else f"{best['test_acc']:.4g} ± {best['test_acc_std']:.2g} ({seeds} seeds)"
+    return (
+        interval(best["test_acc"], best.get("test_n"))
+        if seeds == 1
+        else f"{best['test_acc']:.4g} ± {best['test_acc_std']:.2g} ({seeds} seeds)"
+    )
 
 
 SUMMARY_COLUMNS = [

@@ -1,4 +1,7 @@
-"""``--time-budget``: the search stops early enough that the retrain, and the tables after it, end within the budget."""
+"""``--time-budget``: a plan of the whole command from what this run measured. The final stage's reserve is the sum of
+its members' own retrain costs (a probe member its head fit and test pass, a fine-tuning member its epochs at the
+retrain's measured speed); each trial's next epoch must fit beside it, and no trial starts once a first epoch does not.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +10,36 @@ import math
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ray import tune
+from ray.tune.search import Searcher
 
 from datasets import UsageError
 from results import read_json, write_json
+from trainables.loop import epoch_size
 
-__all__ = ["BUDGET_FILE", "MARGIN", "SEARCH_FIX", "TimeBudget", "UNITS", "parse_duration"]
+__all__ = [
+    "BUDGET_FILE",
+    "BudgetedSearch",
+    "Costs",
+    "FIXED_S",
+    "SEARCH_FIX",
+    "TimeBudget",
+    "UNITS",
+    "member_cost",
+    "parse_duration",
+]
 
 log = logging.getLogger(__name__)
 SEARCH_FIX = "put back the file the search wrote, or start the search anew with --overwrite"  # search.json damaged
-BUDGET_FILE = "budget.json"  # written when the budget first stops a trial or the search
+BUDGET_FILE = "budget.json"  # the plan against what each stage took; its "ended_by" says what ended the search
 UNITS = {"h": 3600, "m": 60, "s": 1}
-MARGIN = 1.25  # the retrain's estimate is a trial's epochs scaled: keep a quarter more for model builds and tables
+# seconds the final stage spends whatever its members: choosing them, writing the tables, plots and report (about
+# 10 s on sports-a50 here), and a Ray task's start and model build per member
+FIXED_S = 10.0
+TASK_S = 4.0
 
 
 def parse_duration(text: str) -> float:
@@ -34,55 +53,156 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+@dataclass(frozen=True)
+class Costs:
+    """What this run measured before the first trial: per backbone, the seconds of one image's frozen forward pass
+    at the retrain's threads and of fitting its probe head; the retrain's speed-up over a trial's threads; the splits'
+    sizes and the image side."""
+
+    forward_s: dict[str, float]  # backbone -> seconds per image, forward only, at the retrain's threads
+    head_s: dict[str, float]  # backbone -> seconds to choose and fit the probe head on train
+    speedup: float  # a trial's training step time over the retrain's, measured on this machine
+    sizes: dict[str, int]
+    image_size: int
+    max_epochs: int
+    tta: bool = True  # the final stage tests with and without the flip: two test passes per member
+
+    def test_s(self, backbone: str) -> float:
+        """The member's test passes (and a flipped validation pass to decide test-time augmentation)."""
+        f = self.forward_s.get(backbone, max(self.forward_s.values(), default=0.0))
+        return f * (self.sizes["test"] * (2 if self.tta else 1) + self.sizes["val"])
+
+    def first_epoch_s(self, backbone: str) -> float:
+        """A fine-tuning trial's first epoch before one has run: a training step is about three forward passes, at
+        the first epoch's side, and the validation pass at the full side."""
+        f = self.forward_s.get(backbone, max(self.forward_s.values(), default=0.0)) * self.speedup
+        area = (epoch_size(self.image_size, 0, self.max_epochs) / self.image_size) ** 2
+        return f * (3 * area * self.sizes["train"] + self.sizes["val"])
+
+
+def member_cost(costs: Costs, trial: dict) -> float:
+    """Seconds to retrain ``trial`` (a ledger entry) on train+val and test it: a probe refits its head on train+val
+    features and runs the epochs it kept; a fine-tuning trial runs every epoch of the schedule, from its own measured
+    training speed, over more images, at the retrain's threads."""
+    backbone, more = trial["backbone"], (costs.sizes["train"] + costs.sizes["val"]) / costs.sizes["train"]
+    if trial["on_features"]:
+        return TASK_S + costs.head_s.get(backbone, 0.0) * more + costs.test_s(backbone)
+    full = trial["full_epoch_s"]  # one epoch's training steps at the full side, on the train split
+    area = sum(
+        (epoch_size(costs.image_size, e, costs.max_epochs) / costs.image_size) ** 2 for e in range(costs.max_epochs)
+    )
+    return TASK_S + full * area * more / costs.speedup + costs.test_s(backbone)
+
+
+@dataclass
 class TimeBudget(tune.Stopper):
-    """Stops each trial whose next epoch would eat into the time the retrain needs, and the whole search (no new
-    trials) when no trial's epoch fits any more. The retrain's time is estimated from the best trial so far: its
-    seconds per epoch, times ``max_epochs``, times ``retrain_scale`` (more images: train+val; several seeds).
+    """The plan, re-made after every result: the final stage's members are the ``members`` best trials so far (what
+    ensemble selection picks from), its reserve their summed costs plus ``FIXED_S``. A trial stops when its next epoch
+    does not fit before the reserve; ``BudgetedSearch`` starts no trial once a first epoch does not.
 
-    The budget left is counted from when this stopper is made (or restored, from ``state_file``'s record of the
-    time the search has already run); when it first stops something it writes ``BUDGET_FILE``."""
+    The budget left is counted from when this is made (or restored by ``--resume``, from ``state_file``'s record of the
+    time the search has already run)."""
 
-    def __init__(self, seconds_left: float, max_epochs: int, retrain_scale: float, state_file: Path, budget_s: float):
-        self.seconds_left, self.max_epochs, self.retrain_scale = seconds_left, max_epochs, retrain_scale
-        self.state_file, self.budget_s = Path(state_file), budget_s
-        self.started = time.monotonic()
-        self.epoch_s: dict[str, float] = {}
-        self.best: tuple[float, str] = (-math.inf, "")
-        self.fired = False
-        self.pid = os.getpid()
+    seconds_left: float
+    budget_s: float
+    costs: Costs
+    members: int
+    state_file: Path
+    started: float = field(default_factory=time.monotonic)
+    ledger: dict[str, dict] = field(default_factory=dict)  # trial id -> what the plan knows of it
+    ended_by: str = ""
+    pid: int = field(default_factory=os.getpid)
 
     def remaining(self) -> float:
         return self.seconds_left - (time.monotonic() - self.started)
 
+    def record(self, trial_id: str, result: dict) -> None:
+        """A trial's epoch: its speed and score (idempotent: the searcher and the stopper both pass it on)."""
+        epoch = int(result.get("epoch", 0))
+        value = result.get("val_acc")
+        if not epoch or not isinstance(value, float | int) or not math.isfinite(value):
+            return
+        entry = self.ledger.setdefault(trial_id, {"val_acc": -math.inf})
+        if entry.get("epoch", 0) >= epoch:
+            return
+        side = int(result.get("train_size") or self.costs.image_size)
+        area = (side / self.costs.image_size) ** 2
+        entry.update(
+            backbone=result.get("config", {}).get("backbone", entry.get("backbone", "")),
+            on_features=bool(result.get("on_features")),
+            epoch=epoch,
+            epoch_s=float(result.get("wall_s", 0.0)) - entry.get("wall_s", 0.0),
+            wall_s=float(result.get("wall_s", 0.0)),
+            full_epoch_s=float(result.get("train_s", 0.0)) / max(area, 1e-9),
+            val_acc=max(entry["val_acc"], float(value)),
+        )
+
+    def plan(self) -> list[tuple[str, float]]:
+        """The final stage's members as it stands: (trial id, seconds), best first."""
+        ranked = sorted(self.ledger.items(), key=lambda kv: -kv[1]["val_acc"])[: self.members]
+        return [(t, member_cost(self.costs, e)) for t, e in ranked]
+
     def reserve(self) -> float:
-        """Seconds to keep for the retrain of the best configuration so far."""
-        return self.epoch_s.get(self.best[1], 0.0) * self.max_epochs * self.retrain_scale * MARGIN
+        return FIXED_S + sum(s for _, s in self.plan())
+
+    def next_epoch_s(self, trial_id: str) -> float:
+        """The trial's next epoch: its last one's training steps at the next side, plus the rest it measured."""
+        e = self.ledger[trial_id]
+        if e["on_features"]:
+            return e["epoch_s"]
+        side = epoch_size(self.costs.image_size, e["epoch"], self.costs.max_epochs) / self.costs.image_size
+        last = epoch_size(self.costs.image_size, e["epoch"] - 1, self.costs.max_epochs) / self.costs.image_size
+        train = e["full_epoch_s"] * last**2
+        return e["epoch_s"] - train + e["full_epoch_s"] * side**2
+
+    def admits_new(self) -> bool:
+        """Whether a new trial's first epoch still fits: the fine-tuning trials' cheapest measured first epoch, or
+        before one ran the estimate from the screening's speed."""
+        firsts = [e["first_s"] for e in self.ledger.values() if "first_s" in e]
+        backbones = {e["backbone"] for e in self.ledger.values()} or set(self.costs.forward_s)
+        first = min(firsts) if firsts else min((self.costs.first_epoch_s(b) for b in backbones), default=0.0)
+        return not self._fire(self.remaining() < self.reserve() + first, "no new trial's first epoch fits")
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        epochs = max(1, int(result.get("epoch", 1)))
-        self.epoch_s[trial_id] = float(result.get("wall_s", 0.0)) / epochs
-        value = result.get("val_acc")
-        if isinstance(value, float | int) and math.isfinite(value) and value > self.best[0]:
-            self.best = (float(value), trial_id)
-        if epochs >= self.max_epochs:
+        self.record(trial_id, result)
+        entry = self.ledger.get(trial_id)
+        if entry is None or entry["epoch"] >= self.costs.max_epochs:
             return False
-        return self._fire(self.remaining() < self.reserve() + self.epoch_s[trial_id], f"trial {trial_id}")
+        if entry["epoch"] == 1 and not entry["on_features"]:
+            entry.setdefault("first_s", entry["epoch_s"])
+        return self._fire(
+            self.remaining() < self.reserve() + self.next_epoch_s(trial_id),
+            f"trial {trial_id}'s next epoch does not fit",
+        )
 
     def stop_all(self) -> bool:
-        shortest = min(self.epoch_s.values(), default=0.0)
-        return bool(self.epoch_s) and self._fire(self.remaining() < self.reserve() + shortest, "the search")
+        return False  # running trials end on their own epochs; new ones are refused by BudgetedSearch
 
-    def _fire(self, stop: bool, what: str) -> bool:
-        if stop and not self.fired:
-            self.fired = True
+    def _fire(self, stop: bool, why: str) -> bool:
+        if stop and not self.ended_by:
+            self.ended_by = why
             log.info(
-                "time budget: stopping %s with %.0f s left, %.0f s kept for the retrain",
-                what,
-                self.remaining(),
-                self.reserve(),
+                "time budget: %s (%.0f s left, %.0f s kept for the final stage)", why, self.remaining(), self.reserve()
             )
-            write_json(self.state_file.with_name(BUDGET_FILE), {"budget_s": self.budget_s, "stopped": what})
+            self.write()
         return stop
+
+    def write(self, **actual: object) -> None:
+        """``BUDGET_FILE``: the budget, what ended the search, the plan's members and reserve now, and ``actual``."""
+        path = self.state_file.with_name(BUDGET_FILE)
+        old = read_json(path, SEARCH_FIX) if path.is_file() else {}
+        record = {
+            "budget_s": self.budget_s,
+            "ended_by": self.ended_by or old.get("ended_by", ""),
+            "stopped": self.ended_by or old.get("stopped", ""),
+            "plan": {
+                "members": [{"trial_id": t, "seconds": round(s, 1)} for t, s in self.plan()],
+                "final_s": round(self.reserve(), 1),
+                "left_at_stop_s": round(self.remaining(), 1),
+                "speedup": round(self.costs.speedup, 2),
+            },
+        }
+        write_json(path, {**old, **record, **actual})
 
     def __setstate__(self, state: dict) -> None:
         """Restored by ``--resume``: the budget left is what the earlier runs did not spend."""
@@ -93,3 +213,42 @@ class TimeBudget(tune.Stopper):
         spent = read_json(self.state_file, SEARCH_FIX).get("elapsed_s", 0.0)
         self.seconds_left = self.budget_s - spent
         self.started = time.monotonic()
+
+
+class BudgetedSearch(Searcher):
+    """The searcher, asked for a new trial only while the time budget admits one (the first always); it passes every
+    result to the budget too (which the stopper also does: the ledger takes each epoch once)."""
+
+    def __init__(self, searcher: Searcher, budget: TimeBudget):
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.searcher, self.budget = searcher, budget
+        self.asked = 0
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.asked and not self.budget.admits_new():  # the first trial runs whatever the budget: a model needs one
+            return Searcher.FINISHED
+        config = self.searcher.suggest(trial_id)
+        self.asked += config is not None and config != Searcher.FINISHED
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.budget.record(trial_id, result)
+        self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.searcher.on_trial_complete(trial_id, result, error)
+
+    def get_state(self) -> dict:  # as Ray's ConcurrencyLimiter: the wrapper's own state; the searcher saves its own
+        return {"asked": self.asked}
+
+    def set_state(self, state: dict) -> None:
+        self.asked = state["asked"]
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)

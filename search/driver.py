@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import time
@@ -22,13 +23,14 @@ from results import (
     copy_tree,
     epochs_frame,
     priced_variants,
+    read_json,
     status_counts,
     trials_frame,
     write_json,
     write_parquet,
     write_text,
 )
-from search.budget import BUDGET_FILE, TimeBudget
+from search.budget import BUDGET_FILE, FIXED_S, SEARCH_FIX, Costs, TimeBudget, member_cost
 from search.cluster import Resources, check_shared_storage, node_resources, plan_resources
 from search.config import CONFIG_FILE, config_text
 from search.costs import backbone_costs
@@ -39,15 +41,17 @@ from search.packing import MemoryWatch, packing_warnings
 from search.prepare import Prepared
 from search.report import write_task_report
 from search.resume import SEARCH_FILE, discard_search, search_record
-from search.retrain import retrain_scale, retrain_summary, submit_retrains
-from search.screen import kept_backbones, screen_backbones
+from search.retrain import retrain_summary, submit_retrains
+from search.screen import kept_backbones, measure_speedup, screen_backbones
 from search.space import baseline_points, space_range, trial_sources, within
 from search.tracking import log_retrained, mlflow_callbacks
 from search.tuner import Outcome, run_trials
 from search.variants import (
+    AUTO_MEMBERS,
+    affordable_ensemble,
     candidates,
     choose_variants,
-    extra_retrains,
+    flip_pays,
     retrained_soup,
     trial_config,
     variant_rows,
@@ -107,6 +111,7 @@ class Plan:
     pretrained: dict[str, bool]
     elapsed_before: float  # seconds earlier runs of this search spent (--resume)
     stopper: TimeBudget | None
+    screening_s: float = 0.0
 
 
 def run_task(prepared: Prepared) -> dict:
@@ -116,6 +121,7 @@ def run_task(prepared: Prepared) -> dict:
     opts, files = prepared.options, prepared.files
     report = start_folder(prepared)
     plan = plan_search(prepared, begun)
+    searching = time.perf_counter()
     outcome = run_trials(
         plan.setup,
         plan.backbones,
@@ -134,15 +140,22 @@ def run_task(prepared: Prepared) -> dict:
     write_json(opts.task_dir / SEARCH_FILE, {**prepared.signature, "elapsed_s": search_wall})
     trials = write_trial_tables(prepared, plan, outcome)
     record = best_record(prepared, plan, trials, search_wall, report)
+    stages = {
+        "prepare": prepared.seconds + searching - begun - plan.screening_s,
+        "screening": plan.screening_s,
+        "search": time.perf_counter() - searching,
+    }
     if opts.retrain:
-        retrain_best(
-            prepared,
-            plan,
-            record,
-            trials,
-            {r["trial_id"]: r["checkpoint"] for r in outcome.records if r.get("checkpoint")},
-        )
+        final = time.perf_counter()
+        retrain_best(prepared, plan, record, trials, outcome.records)
+        stages["final"] = time.perf_counter() - final
+    tables = time.perf_counter()
+    record["stages_s"] = {k: round(v, 1) for k, v in stages.items()}
     write_results(prepared, plan, record, trials, epochs_frame(outcome.records), report)
+    stages["tables"] = time.perf_counter() - tables
+    if plan.stopper is not None:
+        whole = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
+        plan.stopper.write(actual={**{k: round(v, 1) for k, v in stages.items()}, "whole_s": round(whole, 1)})
     if opts.retrain:
         log_retrained(opts.mlflow, opts.task_name, record)
     return record
@@ -187,6 +200,7 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
         # on a cluster (nodes may join later) each other node copies the decoded images once, piece by piece
         data_pieces=cache_pieces(data.cache) if resources.cluster else None,
     )
+    screening = time.perf_counter()
     scores = screen_backbones(setup, list(opts.backbones), resources)
     backbones = kept_backbones(scores, opts.prescreen)
     warm = [("warm-start", p) for p in prepared.warm_points if p["backbone"] in backbones]
@@ -197,20 +211,34 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
     write_json(opts.task_dir / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
     stopper = None
     if opts.time_budget_s:
+        speedup = measure_speedup(setup, resources, backbones[0]) if opts.retrain else 1.0
         stopper = TimeBudget(
             opts.time_budget_s - elapsed_before - prepared.seconds - (time.perf_counter() - begun),
-            opts.max_epochs,
-            retrain_scale(data.cache.sizes, opts, resources, extra_retrains(opts.soup, opts.ensemble)),
-            opts.task_dir / SEARCH_FILE,
             opts.time_budget_s,
+            plan_costs(scores, speedup, resources, data.cache.sizes, opts),
+            (opts.ensemble or AUTO_MEMBERS) if opts.retrain else 0,
+            opts.task_dir / SEARCH_FILE,
         )
-    return Plan(setup, resources, backbones, points, scores, pretrained, elapsed_before, stopper)
+    screening = time.perf_counter() - screening
+    return Plan(setup, resources, backbones, points, scores, pretrained, elapsed_before, stopper, screening)
+
+
+def plan_costs(
+    scores: dict[str, dict], speedup: float, resources: Resources, sizes: dict[str, int], opts: ResolvedOptions
+) -> Costs:
+    """The time budget's measured constants: each backbone's forward pass per image at the retrain's threads (the
+    screening's, sped up when it ran on fewer threads) and its head fit."""
+    ok = {b: r for b, r in scores.items() if "forward_s" in r}
+    forward = {b: r["forward_s"] / (speedup if r["threads"] < resources.retrain_cpus else 1.0) for b, r in ok.items()}
+    return Costs(
+        forward, {b: r["head_s"] for b, r in ok.items()}, speedup, dict(sizes), opts.image_size, opts.max_epochs
+    )
 
 
 def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> pd.DataFrame:
     """trials.parquet and epochs.parquet; after Ctrl-C, SearchInterrupted once they are written."""
     opts, out = prepared.options, prepared.options.task_dir
-    budget_ended = (out / BUDGET_FILE).is_file()
+    budget_ended = budget_end(out) is not None
     sources = trial_sources(prepared.files.study_url())
     finished = [
         {**r, "source": sources.get(r["trial_id"], "sampler")}
@@ -228,6 +256,13 @@ def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> pd.D
             f"(their tables are in {out}; every trial's latest checkpoint is kept)"
         )
     return trials
+
+
+def budget_end(task_dir) -> str | None:
+    """What ended the search when the time budget did (``BUDGET_FILE``'s ``ended_by``), else None."""
+    path = task_dir / BUDGET_FILE
+    saved = read_json(path, SEARCH_FIX) if path.is_file() else {}
+    return saved.get("ended_by") or saved.get("stopped") or None
 
 
 def best_record(prepared: Prepared, plan: Plan, trials: pd.DataFrame, search_wall: float, report: dict) -> dict:
@@ -248,10 +283,11 @@ def best_record(prepared: Prepared, plan: Plan, trials: pd.DataFrame, search_wal
         "trial_id": best["trial_id"],
         "config": config,
         **{k: float(best[k]) for k in ("val_acc", "val_macro_f1", "val_loss")},
+        "val_n": int(best["val_n"]),
         "best_epoch": int(best["best_epoch"]),
         "trials": {"total": len(trials), **status_counts(trials)},
         "search_wall_s": search_wall,
-        "limit": f"time budget {opts.time_budget_s:.0f} s" if (out / BUDGET_FILE).is_file() else "trials",
+        "limit": f"time budget {opts.time_budget_s:.0f} s: {budget_end(out)}" if budget_end(out) else "trials",
         "backbone_scores": {b: {k: v for k, v in r.items() if k != "backbone"} for b, r in plan.scores.items()},
         "cpu_hours": trial_hours * plan.resources.cpus_per_trial,
         "gpu_hours": trial_hours * plan.resources.gpus_per_trial,
@@ -272,39 +308,49 @@ def best_record(prepared: Prepared, plan: Plan, trials: pd.DataFrame, search_wal
     }
 
 
-def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFrame, checkpoints: dict) -> None:
+def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFrame, records: list[dict]) -> None:
     """Train the best configuration on train+val (once per seed), and the soup's and ensemble's members once each;
-    save the variant asked for (ensemble, else soup, else the first seed's single model), test them all, and add
-    the test figures, each variant's, and the retrains' cost to ``record``."""
+    save the variant chosen (ensemble, else soup, else the first seed's single model), test them all, and add the
+    test figures, each variant's, the choice and why, and the retrains' cost to ``record``. With a time budget the
+    driver chooses the ensemble and test-time augmentation itself: what fits the time left and raises validation
+    accuracy."""
     opts, data, resources, config = prepared.options, prepared.data, plan.resources, record["config"]
     classes = list(data.cache.classes)
-    chosen = {}
-    if opts.soup or opts.ensemble:
+    checkpoints = {r["trial_id"]: r["checkpoint"] for r in records if r.get("checkpoint")}
+    # a probe's retrain runs the epochs its trial kept (0: the head fitted on train+val alone)
+    kept = {
+        r["trial_id"]: int(r["history"][-1].get("kept_epoch", opts.max_epochs))
+        for r in records
+        if r["history"] and r["history"][-1].get("on_features")
+    }
+    chosen, tta, why = {}, opts.tta, ""
+    if plan.stopper is not None:
+        chosen, tta, why = _budgeted_variants(prepared, plan, trials, checkpoints, record["trial_id"])
+    elif opts.soup or opts.ensemble:
         pool = candidates(trials, checkpoints, opts.soup, opts.ensemble)
         chosen = choose_variants(plan.setup, resources, pool, opts.soup, opts.ensemble) if pool else {}
-        for name in ("soup", "ensemble"):
-            if name in chosen:
-                log.info(
-                    "%s: %s of trials %s, val_acc %.3f",
-                    data.task.name,
-                    name,
-                    _members(chosen[name]),
-                    chosen[name]["val_acc"],
-                )
+    for name in ("soup", "ensemble"):
+        if name in chosen:
+            log.info(
+                "%s: %s of trials %s, val_acc %.3f",
+                data.task.name,
+                name,
+                _members(chosen[name]),
+                chosen[name]["val_acc"],
+            )
     rows = trials.set_index("trial_id")
     members = [*chosen.get("soup", {}).get("members", []), *chosen.get("ensemble", {}).get("members", {})]
     configs = {record["trial_id"]: config} | {t: trial_config(rows.loc[t]) for t in members if t != record["trial_id"]}
     log.info(
-        "%s: retraining trial %s's configuration (%s) on train+val for %d epochs, %d seed(s)%s",
+        "%s: retraining trial %s's configuration (%s) on train+val, %d seed(s)%s",
         data.task.name,
         record["trial_id"],
         config["backbone"],
-        opts.max_epochs,
         opts.retrain_seeds,
         f", and {len(configs) - 1} more for the soup and ensemble" if len(configs) > 1 else "",
     )
     seeds = {t: [opts.seed] for t in configs} | {record["trial_id"]: [opts.seed + i for i in range(opts.retrain_seeds)]}
-    refs = {t: submit_retrains(c, plan.setup, resources, seeds[t]) for t, c in configs.items()}
+    refs = {t: submit_retrains(c, plan.setup, resources, seeds[t], kept.get(t)) for t, c in configs.items()}
     outcomes = {t: ray.get(r) for t, r in refs.items()}
     runs = {t: o[0] for t, o in outcomes.items()}
     soup = None
@@ -316,18 +362,63 @@ def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFr
     saved = "ensemble" if "ensemble" in chosen else "soup" if soup is not None else "single"
     model_dir = opts.task_dir / "model"
     if saved == "ensemble":
-        save_ensemble(model_dir, chosen["ensemble"]["members"], runs, configs, classes, opts.image_size, opts.tta)
+        save_ensemble(model_dir, chosen["ensemble"]["members"], runs, configs, classes, opts.image_size, tta)
     elif saved == "soup":
         soup_run = runs[record["trial_id"]] | {"state_dict": soup_state}
-        save_model(model_dir, soup_run, config, classes, opts.image_size, tta=opts.tta, soup=chosen["soup"]["members"])
+        save_model(model_dir, soup_run, config, classes, opts.image_size, tta=tta, soup=chosen["soup"]["members"])
     else:
-        save_model(model_dir, runs[record["trial_id"]], config, classes, opts.image_size, tta=opts.tta)
+        save_model(model_dir, runs[record["trial_id"]], config, classes, opts.image_size, tta=tta)
     record.update(retrain_summary(outcomes[record["trial_id"]]))
-    record.update(model_variant=saved, tta=opts.tta, variants_asked={"soup": opts.soup, "ensemble": opts.ensemble})
+    saved_row = next(r for r in record["variants"] if r["variant"] == saved and r["tta"] == tta)
+    record.update(
+        model_variant=saved,
+        tta=tta,
+        saved_test_acc=saved_row["test_acc"],
+        variants_asked={"soup": opts.soup, "ensemble": opts.ensemble, "auto": plan.stopper is not None},
+        variant_reason=why,
+    )
     wall = sum(r["wall_s"] for o in outcomes.values() for r in o)
     record["retrain_wall_s"] = wall
     record["cpu_hours"] += wall * resources.retrain_cpus / 3600
     record["gpu_hours"] += wall * resources.retrain_gpus / 3600
+
+
+def _budgeted_variants(
+    prepared: Prepared, plan: Plan, trials: pd.DataFrame, checkpoints: dict, best_id: str
+) -> tuple[dict, bool, str]:
+    """With --time-budget: the ensemble (up to --ensemble, else ``AUTO_MEMBERS``) whose members' retrains fit the
+    time left, kept when it beats the best trial on validation; test-time augmentation when the time left still holds
+    its validation pass and it raises validation accuracy. Returns the choice, TTA, and why in one sentence."""
+    opts, budget = prepared.options, plan.stopper
+    size = opts.ensemble or AUTO_MEMBERS
+    pool = candidates(trials, checkpoints, False, size)
+    if len(pool) < 2:
+        return {}, False, "one trial to choose from: the single model"
+    chosen = choose_variants(plan.setup, plan.resources, pool, False, 0)
+    labels = prepared.data.cache.load("val")[1]
+    ledger = budget.ledger
+    costs = {t: member_cost(budget.costs, ledger[t]) if t in ledger else math.inf for t, _, _ in pool}
+    allowance = budget.remaining() - FIXED_S - costs.get(best_id, 0.0)
+    extra = {t: (0.0 if t == best_id else c) for t, c in costs.items()}
+    members, accuracy = affordable_ensemble(chosen["probs"], labels, size, extra, allowance)
+    single = chosen["val_acc"].get(best_id, -1.0)
+    spent = sum(extra[t] for t in members)
+    if len(members) > 1 and accuracy > single:
+        chosen["ensemble"] = {"members": members, "val_acc": accuracy}
+        why = (
+            f"ensemble of {len(members)}: val_acc {accuracy:.3f} against the single model's {single:.3f}, "
+            f"its {len(members) - 1} extra retrain(s) planned at {spent:.0f} s of the {allowance:.0f} s left"
+        )
+    else:
+        members = {best_id: 1}
+        why = f"single model: no ensemble that fits the {allowance:.0f} s left beat its val_acc {single:.3f}"
+    check = sum(budget.costs.forward_s.get(ledger.get(t, {}).get("backbone", ""), 0.0) for t in members)
+    check *= len(labels)
+    if budget.remaining() - FIXED_S - costs.get(best_id, 0.0) - spent < check:
+        return chosen, False, why + "; no time left to try test-time augmentation"
+    probs = {t: chosen["probs"][t] for t in members}
+    pays, with_flip = flip_pays(plan.setup, plan.resources, members, pool, probs, labels)
+    return chosen, pays, why + f"; test-time augmentation {'on' if pays else 'off'} (val_acc {with_flip:.3f} with it)"
 
 
 def _members(chosen: dict) -> str:

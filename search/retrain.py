@@ -10,17 +10,18 @@ from typing import Any
 import ray
 
 from search.cluster import Resources
-from search.options import ResolvedOptions
 from trainables import TrialSetup, retrain
 
-__all__ = ["retrain_scale", "retrain_summary", "retrain_task", "submit_retrains"]
+__all__ = ["retrain_summary", "retrain_task", "submit_retrains"]
 
 
-def submit_retrains(config: dict, setup: TrialSetup, resources: Resources, seeds: list[int]) -> list[ray.ObjectRef]:
+def submit_retrains(
+    config: dict, setup: TrialSetup, resources: Resources, seeds: list[int], epochs: int | None = None
+) -> list[ray.ObjectRef]:
     """The retrain as Ray tasks, one per seed, so they run where the cluster has room (a GPU node when trials used
-    GPUs) and side by side when it has room for several."""
+    GPUs) and side by side when it has room for several; ``epochs`` of the schedule (all by default)."""
     remote, one = retrain_task(retrain, setup, resources)
-    return [remote.remote(config, dataclasses.replace(one, seed=seed)) for seed in seeds]
+    return [remote.remote(config, dataclasses.replace(one, seed=seed), epochs) for seed in seeds]
 
 
 def retrain_task(function: Callable, setup: TrialSetup, resources: Resources) -> tuple[Any, TrialSetup]:
@@ -28,17 +29,6 @@ def retrain_task(function: Callable, setup: TrialSetup, resources: Resources) ->
     with the retrain's CPUs: the retrain, and the soup's and ensemble's choosing and testing."""
     remote = ray.remote(num_cpus=resources.retrain_cpus, num_gpus=resources.retrain_gpus)(function)
     return remote, dataclasses.replace(setup, cpus=resources.retrain_cpus)
-
-
-def retrain_scale(sizes: dict[str, int], opts: ResolvedOptions, resources: Resources, extra: int = 0) -> float:
-    """The retrain's cost against one trial's epochs of the same configuration: more images and each seed, and
-    ``extra`` retrains more (the most the soup and the ensemble can add; their members are chosen later), on a
-    whole node's CPUs (measured here: 2 threads alone ran 2.5-3x faster than 1 beside another trial; counted as
-    linear). A GPU trial's share is not counted as slower than the whole GPU."""
-    if not opts.retrain:
-        return 0.0
-    speedup = 1.0 if resources.gpus_per_trial else max(1.0, resources.retrain_cpus / resources.cpus_per_trial)
-    return (sizes["train"] + sizes["val"]) / sizes["train"] * (opts.retrain_seeds + extra) / speedup
 
 
 def retrain_summary(runs: list[dict]) -> dict:
@@ -55,6 +45,7 @@ def retrain_summary(runs: list[dict]) -> dict:
         "retrain_seeds": len(runs),
         "test_acc_per_seed": accuracy,
         "model_test_acc": runs[0]["test_acc"],
+        "test_n": int(sum(map(sum, runs[0]["confusion"]))),
         "test_confusion": runs[0]["confusion"],
         "retrain_wall_s": sum(r["wall_s"] for r in runs),
     }

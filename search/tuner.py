@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from pyarrow import fs
 from ray import tune
 from ray.tune.experiment import Trial
 
 from search.asha import make_scheduler
+from search.budget import BudgetedSearch, TimeBudget
 from search.cluster import Resources
 from search.follow import FollowCluster
 from search.progress import Progress
 from search.retention import CheckpointRetention, snapshot_period
 from search.space import METRIC, MODE, make_searcher
 from trainables import Range, TrialSetup, train_trial
+from trainables.checkpoint import STATE_FILE
 
-__all__ = ["FINISHED", "Outcome", "SearchFiles", "error_line", "run_trials"]
+__all__ = ["FINISHED", "Outcome", "SearchFiles", "error_line", "newest_checkpoint", "run_trials"]
 
 FINISHED = (Trial.TERMINATED, Trial.ERROR)
 
@@ -86,6 +90,8 @@ def run_trials(
         searcher = make_searcher(backbones, setup.seed, trials, setup.max_epochs, storage, points, ranges)
         if resources.cluster:  # nodes may join or leave: the limit is read again from the live ones
             searcher = FollowCluster(searcher, resources)
+        if isinstance(stopper, TimeBudget):
+            searcher = BudgetedSearch(searcher, stopper)
         *storage_path, name = files.experiment.split("/")
         tuner = tune.Tuner(
             wrapped,
@@ -133,8 +139,28 @@ def _record(result: tune.Result, trial: Trial) -> dict:
         "error": None if result.error is None else error_line(result.error),
         "finished": trial.status in FINISHED,
         "failures": trial.run_metadata.num_failures,
-        "checkpoint": result.checkpoint,  # the newest: what soups and ensembles are made of
+        "checkpoint": newest_checkpoint(result),  # what soups and ensembles are made of
     }
+
+
+def newest_checkpoint(result: tune.Result) -> tune.Checkpoint | None:
+    """The trial's newest complete checkpoint on storage: Ray Tune's ``result.checkpoint`` can name the one before,
+    when the time budget stopped the trial on the result that brought the newer one."""
+    if result.checkpoint is None:
+        return None
+    filesystem, trial_dir = result.checkpoint.filesystem, posixpath.dirname(result.checkpoint.path)
+    try:
+        entries = filesystem.get_file_info(fs.FileSelector(trial_dir))
+        names = sorted(
+            e.base_name for e in entries if e.type == fs.FileType.Directory and e.base_name.startswith("checkpoint_")
+        )
+        for name in reversed(names):
+            path = posixpath.join(trial_dir, name)
+            if filesystem.get_file_info(posixpath.join(path, STATE_FILE)).type == fs.FileType.File:
+                return tune.Checkpoint(path, filesystem=filesystem)
+    except OSError:
+        pass
+    return result.checkpoint
 
 
 def error_line(error: BaseException) -> str:

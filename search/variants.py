@@ -12,14 +12,23 @@ from results import CONFIG_COLUMNS, ranked_trials
 from search.cluster import Resources
 from search.retrain import retrain_task
 from trainables import TrialSetup
-from trainables.variants import average_weights, metrics_of, select_variants, split_probabilities
+from trainables.variants import (
+    average_weights,
+    flipped_probabilities,
+    greedy_ensemble,
+    metrics_of,
+    select_variants,
+    split_probabilities,
+)
 
 __all__ = [
+    "AUTO_MEMBERS",
     "ENSEMBLE_CANDIDATES",
+    "affordable_ensemble",
+    "flip_pays",
     "SOUP_CANDIDATES",
     "candidates",
     "choose_variants",
-    "extra_retrains",
     "retrained_soup",
     "trial_config",
     "variant_rows",
@@ -28,11 +37,7 @@ __all__ = [
 
 SOUP_CANDIDATES = 4  # the best backbone's top trials a soup may average: each member is one more retrain
 ENSEMBLE_CANDIDATES = 8  # the top trials of any backbone an ensemble chooses from
-
-
-def extra_retrains(soup: bool, ensemble: int) -> int:
-    """The most retrains, beyond the best configuration's, that the soup and the ensemble can add."""
-    return (SOUP_CANDIDATES - 1 if soup else 0) + max(0, ensemble - 1)
+AUTO_MEMBERS = 3  # with --time-budget and no --ensemble: the most members the plan reserves and the driver weighs
 
 
 def trial_config(row: pd.Series) -> dict:
@@ -117,3 +122,40 @@ def variant_rows(
         )
         add("ensemble", members, chosen["ensemble"]["val_acc"], probs)
     return rows
+
+
+def affordable_ensemble(
+    probs: dict[str, np.ndarray], labels: np.ndarray, size: int, costs: dict[str, float], allowance: float
+) -> tuple[dict[str, int], float]:
+    """Greedy ensemble selection (``greedy_ensemble``) among the candidates whose retrains, summed, fit in
+    ``allowance`` seconds: while the chosen members cost more, the costliest of them leaves the pool (the best
+    candidate stays, alone if need be)."""
+    pool = dict(probs)
+    while True:
+        members, accuracy = greedy_ensemble(pool, labels, size)
+        if sum(costs[t] for t in members) <= allowance or len(pool) == 1:
+            return members, accuracy
+        first = next(iter(pool))
+        costliest = max((t for t in members if t != first), key=lambda t: costs[t], default=None)
+        if costliest is None:
+            return members, accuracy
+        del pool[costliest]
+
+
+def flip_pays(
+    setup: TrialSetup,
+    resources: Resources,
+    members: dict[str, int],
+    pool: list,
+    probs: dict[str, np.ndarray],
+    labels: np.ndarray,
+) -> tuple[bool, float]:
+    """Whether test-time augmentation raises the chosen model's validation accuracy (the members' flipped views
+    computed in a Ray task where the retrain runs), and the accuracy with it."""
+    remote, one = retrain_task(flipped_probabilities, setup, resources)
+    flipped = ray.get(remote.remote(one, [c for c in pool if c[0] in members]))
+    total = sum(members.values())
+    plain = sum(probs[t] * n for t, n in members.items()) / total
+    tta = sum(flipped[t] * n for t, n in members.items()) / total
+    accuracy = float((tta.argmax(1) == labels).mean())
+    return accuracy > float((plain.argmax(1) == labels).mean()), accuracy

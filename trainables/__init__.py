@@ -6,7 +6,7 @@ from trainables.logme import logme
 from trainables.loop import Images, Schedule, evaluate, lr_at, macro_f1, train_epoch
 from trainables.model import build_model, freeze, preprocessing, stage_names, train_mode
 from trainables.preprocess import Preprocess
-from trainables.screen import screen_backbone
+from trainables.screen import screen_backbone, thread_speedup
 from trainables.setup import TrialSetup
 from trainables.training import fit
 from trainables.trial import retrain, train_trial
@@ -34,6 +34,7 @@ __all__ = [
     "retrain",
     "screen_backbone",
     "stage_names",
+    "thread_speedup",
     "train_epoch",
     "train_mode",
     "train_trial",

@@ -1,6 +1,6 @@
-"""How a run trains, chosen once: the head alone on the frozen backbone's cached features (a linear probe), or the
-whole model, its new head first fitted on those features (LP-FT: Kumar et al., ICLR 2022). ``fit`` then runs one
-loop over epochs: train, evaluate, report."""
+"""How a run trains, chosen once: the head alone on the frozen backbone's cached features (a linear probe, from the
+head fitted on them), or the whole model, its new head first fitted on those features (LP-FT: Kumar et al., ICLR
+2022). ``fit`` then runs one loop over epochs: train, evaluate, report."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from datasets import DataCache
 from trainables.accel import Accel
 from trainables.checkpoint import restore_rng
 from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
-from trainables.loop import Images, Schedule, evaluate, train_epoch
+from trainables.loop import Images, Schedule, epoch_size, evaluate, train_epoch
 from trainables.model import build_model, freeze, parameter_groups, preprocessing
 from trainables.peak import peak_memory_mb, reset_peak_memory
 from trainables.preprocess import Preprocess
@@ -38,19 +38,23 @@ def fit(
     val_split: str | None,
     on_epoch: Callable[[dict, nn.Module, torch.optim.Optimizer], None],
     resume: dict | None = None,
+    epochs: int | None = None,
 ) -> nn.Module:
-    """Train ``config`` for ``setup.max_epochs`` epochs, continuing after ``resume`` (a loaded checkpoint).
+    """Train ``config`` for ``epochs`` of its ``setup.max_epochs``-epoch schedule (all of them by default),
+    continuing after ``resume`` (a loaded checkpoint).
 
     After each epoch ``on_epoch(metrics, model, optimizer)`` is called with ``metrics``: ``epoch`` (from 1),
-    ``batch_size``, ``train_loss``, ``img_per_s``, ``warm_head`` (the head started from the fitted probe),
-    ``peak_memory_mb`` (the epoch's, where it ran: ``trainables.peak``), ``device`` (``cuda`` or ``cpu``) and,
-    when ``val_split`` is given, ``val_loss``, ``val_acc`` and ``val_macro_f1``; it may checkpoint the model and
-    optimizer.
+    ``batch_size``, ``train_loss``, ``img_per_s``, ``train_s`` (its training steps' seconds), ``warm_head`` (the
+    head started from the fitted probe), ``on_features`` (a probe on cached features), ``kept_epoch`` (the epoch
+    whose weights the model holds: a probe goes back to its best), ``train_size`` (the side it trained at),
+    ``peak_memory_mb`` (the epoch's, where it ran: ``trainables.peak``), ``device`` (``cuda`` or ``cpu``) and, when
+    ``val_split`` is given, ``val_loss``, ``val_acc``, ``val_macro_f1``, ``val_n`` (photos) and ``val_probs``
+    (``[N, C]``); it may checkpoint the model and optimizer.
     """
     torch.set_num_threads(max(1, setup.cpus))
     dev = device()
     run = start(config, setup, train_splits, val_split, resume)
-    for epoch in range(run.first_epoch, setup.max_epochs):
+    for epoch in range(run.first_epoch, min(setup.max_epochs, setup.max_epochs if epochs is None else epochs)):
         reset_peak_memory(dev)
         loss, seen, seconds = run.train(epoch)
         metrics = {
@@ -58,12 +62,21 @@ def fit(
             "batch_size": config.batch_size,
             "train_loss": loss,
             "img_per_s": seen / max(seconds, 1e-9),
+            "train_s": seconds,
             "warm_head": run.warm_head,
+            "on_features": isinstance(run, HeadOnFeatures),
+            "train_size": run.train_size(epoch),
         }
         if val_split:
-            result = run.evaluate()
-            metrics.update(val_loss=result["loss"], val_acc=result["acc"], val_macro_f1=result["macro_f1"])
-        metrics.update(peak_memory_mb=peak_memory_mb(dev), device=dev.type)
+            result = run.evaluate(epoch)
+            metrics.update(
+                val_loss=result["loss"],
+                val_acc=result["acc"],
+                val_macro_f1=result["macro_f1"],
+                val_n=int(result["confusion"].sum()),
+                val_probs=result["probs"],
+            )
+        metrics.update(kept_epoch=run.kept_epoch(epoch), peak_memory_mb=peak_memory_mb(dev), device=dev.type)
         on_epoch(metrics, run.model, run.optimizer)
     return run.model
 
@@ -83,31 +96,59 @@ class Run:
         """One epoch: (mean loss, images seen, seconds)."""
         raise NotImplementedError
 
-    def evaluate(self) -> dict:
-        """Loss, accuracy, macro-F1 and the confusion matrix on the validation split."""
+    def evaluate(self, epoch: int) -> dict:
+        """Loss, accuracy, macro-F1, the confusion matrix and the probabilities on the validation split, after
+        epoch ``epoch`` (from 0)."""
         raise NotImplementedError
+
+    def train_size(self, epoch: int) -> int:
+        """The side of the images epoch ``epoch`` trains on (0: cached features)."""
+        return 0
+
+    def kept_epoch(self, epoch: int) -> int:
+        """The epoch (from 1; 0 for the starting weights) whose weights the model holds after epoch ``epoch``."""
+        return epoch + 1
 
 
 @dataclass
 class HeadOnFeatures(Run):
     """A linear probe: the frozen backbone's output never changes, so its epochs train the head on cached
-    features; augmentation does not apply (README: why)."""
+    features, from the head fitted on them; augmentation does not apply (README: why). With a validation split an
+    epoch that scores lower (accuracy, then loss) than the best so far, the fitted head included, is undone: a probe
+    trial never reports less than its fitted probe, and its checkpoint holds what it reports."""
 
     features: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     val_features: np.ndarray | None = None
     val_labels: np.ndarray | None = None
     dropout: float = 0.0
+    start_kept: int = 0  # the epoch whose head it starts from: 0 (the fitted head), or the resumed checkpoint's
+    best: tuple[tuple[float, float], dict, dict, int] | None = None  # (score, metrics, head weights, epoch)
 
     def train(self, epoch: int) -> tuple[float, int, float]:
         head = self.model.get_classifier()
+        if self.val_features is not None and self.best is None:  # the head it starts from: fitted, or resumed
+            self._keep(self._evaluate(), self.start_kept)
         return probe_epoch(head, self.optimizer, self.features, self.labels, epoch, self.schedule, dropout=self.dropout)
 
-    def evaluate(self) -> dict:
-        device = self.features.device
-        return evaluate_features(
-            self.model.get_classifier(), self.val_features, self.val_labels, self.num_classes, device
-        )
+    def evaluate(self, epoch: int) -> dict:
+        result = self._evaluate()
+        if self.best is None or (result["acc"], -result["loss"]) > self.best[0]:
+            self._keep(result, epoch + 1)
+        else:
+            self.model.get_classifier().load_state_dict(self.best[2])
+        return self.best[1]
+
+    def kept_epoch(self, epoch: int) -> int:
+        return epoch + 1 if self.best is None else self.best[3]
+
+    def _evaluate(self) -> dict:
+        head = self.model.get_classifier()
+        return evaluate_features(head, self.val_features, self.val_labels, self.num_classes, self.features.device)
+
+    def _keep(self, result: dict, epoch: int) -> None:
+        state = {k: v.detach().clone() for k, v in self.model.get_classifier().state_dict().items()}
+        self.best = ((result["acc"], -result["loss"]), result, state, epoch)
 
 
 @dataclass
@@ -134,10 +175,14 @@ class WholeModel(Run):
             prep=self.prep,
             accel=self.accel,
             keep_statistics=self.warm_head,
+            size=self.train_size(epoch),
         )
 
-    def evaluate(self) -> dict:
+    def evaluate(self, epoch: int) -> dict:
         return evaluate(self.model, self.val_images, self.num_classes, self.prep, accel=self.accel)
+
+    def train_size(self, epoch: int) -> int:
+        return epoch_size(self.prep.size or self.train_images.parts[0].shape[1], epoch, self.schedule.epochs)
 
 
 def head_path(data: DataCache, key: str, splits: tuple[str, ...]) -> Path:
@@ -175,16 +220,17 @@ def start(
     train = Images([data.load(s) for s in train_splits])
     on_features = setup.feature_cache and config.freeze_depth == MAX_FREEZE_DEPTH
     # LP-FT needs features worth probing: a randomly initialised backbone's are not, and its fitted head would
-    # start fine-tuning with huge, meaningless logits
-    warm_head = setup.feature_cache and config.freeze_depth < MAX_FREEZE_DEPTH and pretrained is not None
+    # start fine-tuning with huge, meaningless logits; a probe starts from the fitted head in either case (it is
+    # the linear model the features give)
+    warm_head = setup.feature_cache and (on_features or pretrained is not None)
     features: dict[str, np.ndarray] = {}
     if on_features or (warm_head and resume is None):
         splits = (*train_splits, val_split) if on_features and val_split else train_splits
         key, features = _cached_features(model, config.backbone, data, splits, prep, dev)
         train_features = np.concatenate([features[s] for s in train_splits])
-        if warm_head:
-            head = probe_head(train_features, train.labels, num_classes, head_path(data, key, train_splits))
-            load_head(model.get_classifier(), head)
+        if warm_head and resume is None:
+            path = head_path(data, key, train_splits)
+            load_head(model.get_classifier(), probe_head(train_features, train.labels, num_classes, path, setup.seed))
     if setup.compile:
         model.compile()  # in place: the state dict keeps its keys, so checkpoints and the saved model do not change
     groups = parameter_groups(model, BACKBONE_LR_SCALE if warm_head else 1.0)
@@ -208,6 +254,7 @@ def start(
             val_features=features.get(val_split),
             val_labels=val[1],
             dropout=config.dropout,
+            start_kept=int((resume or {}).get("kept_epoch", first_epoch)),
         )
     val_images = Images([data.load(val_split)]) if val_split else None
     return WholeModel(

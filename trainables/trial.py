@@ -12,12 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 import torch
 from ray import tune
 from torch import nn
 
-from datasets import short
+from datasets import atomic_write, short
 from trainables.accel import Accel
 from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
@@ -25,7 +26,7 @@ from trainables.loop import Images
 from trainables.model import preprocessing
 from trainables.setup import TrialSetup, device
 from trainables.training import fit
-from trainables.variants import metrics_of, probabilities
+from trainables.variants import VAL_PROBS_FILE, metrics_of, probabilities
 
 __all__ = ["free_memory", "out_of_memory", "retrain", "train_trial"]
 
@@ -74,8 +75,12 @@ def _train_trial(config: dict, setup: TrialSetup) -> None:
         def report(metrics: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
             directory = Path(scratch, f"epoch_{metrics['epoch']}")
             directory.mkdir(exist_ok=True)
+            probs = metrics.pop("val_probs", None)
             metrics = {**metrics, "wall_s": time.perf_counter() - started, "node": node}
-            save_checkpoint(directory, model, optimizer, {k: metrics[k] for k in ("epoch", "batch_size", "wall_s")})
+            kept = ("epoch", "batch_size", "wall_s", "kept_epoch")
+            save_checkpoint(directory, model, optimizer, {k: metrics[k] for k in kept})
+            if probs is not None:  # what ensembles are chosen from, without another pass over the validation images
+                atomic_write(directory / VAL_PROBS_FILE, lambda p: np.save(p, probs.astype(np.float32)))
             tune.report(
                 metrics,
                 checkpoint=tune.Checkpoint.from_directory(directory),
@@ -130,9 +135,10 @@ def _scratch() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"pid{os.getpid()}-", dir=root)
 
 
-def retrain(config: dict, setup: TrialSetup) -> dict:
-    """Train ``config`` on train+val, test once; returns test metrics and probabilities (also with test-time
-    augmentation), the weights and the per-epoch history."""
+def retrain(config: dict, setup: TrialSetup, epochs: int | None = None) -> dict:
+    """Train ``config`` on train+val for ``epochs`` of its schedule (all by default; a probe: the epochs its trial
+    kept), test once; returns test metrics and probabilities (also with test-time augmentation), the weights and the
+    per-epoch history."""
     cfg = TrialConfig.from_dict(config)
     history: list[dict] = []
     started = time.perf_counter()
@@ -142,6 +148,7 @@ def retrain(config: dict, setup: TrialSetup) -> dict:
         ("train", "val"),
         None,
         lambda metrics, *_: history.append({**metrics, "wall_s": time.perf_counter() - started}),
+        epochs=epochs,
     )
     data = setup.local_data()
     prep = preprocessing(model, data.image_size)

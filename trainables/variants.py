@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,10 +19,15 @@ from trainables.model import build_model, preprocessing
 from trainables.preprocess import Preprocess
 from trainables.setup import TrialSetup, device
 
+VAL_PROBS_FILE = "val_probs.npy"  # in each trial checkpoint: the validation probabilities of the weights it holds
+
 __all__ = [
     "FlipAverage",
     "average_weights",
+    "VAL_PROBS_FILE",
+    "checkpoint_probs",
     "checkpoint_weights",
+    "flipped_probabilities",
     "greedy_ensemble",
     "greedy_soup",
     "metrics_of",
@@ -124,14 +130,18 @@ def select_variants(
     soup: int,
     ensemble: int,
 ) -> dict:
-    """On validation, from ``candidates`` (trial id, backbone, last checkpoint; best first): each one's accuracy,
-    the greedy soup of the first ``soup`` that share the first's backbone (none for 0), and an ensemble of up to
-    ``ensemble`` members."""
+    """On validation, from ``candidates`` (trial id, backbone, newest checkpoint; best first): each one's
+    probabilities (saved in its checkpoint, else computed) and accuracy, the greedy soup of the first ``soup`` that
+    share the first's backbone (none for 0), and an ensemble of up to ``ensemble`` members (none for 0)."""
     labels = setup.local_data().load("val")[1]
-    weights = {trial: checkpoint_weights(ckpt) for trial, _, ckpt in candidates}
-    backbone_of = {trial: backbone for trial, backbone, _ in candidates}
-    probs = {t: split_probabilities(backbone_of[t], w, setup, "val") for t, w in weights.items()}
-    out: dict = {"val_acc": {t: _accuracy_and_fit(p, labels)[0] for t, p in probs.items()}}
+    weights = {trial: checkpoint_weights(ckpt) for trial, _, ckpt in candidates} if soup else {}
+    probs = {}
+    for trial, backbone, ckpt in candidates:
+        probs[trial] = checkpoint_probs(ckpt)
+        if probs[trial] is None or probs[trial].shape[0] != len(labels):
+            state = weights.get(trial) or checkpoint_weights(ckpt)
+            probs[trial] = split_probabilities(backbone, state, setup, "val")
+    out: dict = {"val_acc": {t: _accuracy_and_fit(p, labels)[0] for t, p in probs.items()}, "probs": probs}
     if soup:
         first = candidates[0][1]
         pool = [(t, weights[t]) for t, b, _ in candidates if b == first][:soup]
@@ -148,6 +158,19 @@ def select_variants(
         members, accuracy = greedy_ensemble(probs, labels, ensemble)
         out["ensemble"] = {"members": members, "val_acc": accuracy}
     return out
+
+
+def checkpoint_probs(checkpoint: tune.Checkpoint) -> np.ndarray | None:
+    """The validation probabilities a trial saved with its checkpoint (None for a checkpoint without them)."""
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / VAL_PROBS_FILE
+        return np.load(path).astype(np.float64) if path.is_file() else None
+
+
+def flipped_probabilities(setup: TrialSetup, members: Sequence[tuple[str, str, tune.Checkpoint]]) -> dict:
+    """Each member's validation probabilities with test-time augmentation (the mean of each image's and its
+    mirror's), from its newest checkpoint: what deciding on ``--tta`` needs."""
+    return {t: split_probabilities(b, checkpoint_weights(c), setup, "val", tta=True) for t, b, c in members}
 
 
 def checkpoint_weights(checkpoint: tune.Checkpoint) -> dict[str, torch.Tensor]:

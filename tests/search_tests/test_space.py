@@ -102,7 +102,7 @@ def test_a_trial_told_after_the_last_snapshot_is_left_as_told_when_its_last_epoc
     assert trial.intermediate_values == {1: 0.5, 2: 0.75}
 
 
-def test_asha_stops_a_weak_fine_tuning_trial_but_lets_a_cheap_probe_finish(tmp_path):
+def test_asha_stops_a_weak_fine_tuning_trial_but_never_a_probe_on_cached_features(tmp_path):
     scheduler = make_scheduler(4, tmp_path / "rungs.json")
     scheduler.set_search_properties("val_acc", "max")
     trials = {name: Trial("__fake", trial_id=name, stub=True, config={}) for name in ("good", "weak", "probe")}
@@ -111,8 +111,10 @@ def test_asha_stops_a_weak_fine_tuning_trial_but_lets_a_cheap_probe_finish(tmp_p
     decide = scheduler.on_trial_result
     assert decide(None, trials["good"], {"epoch": 1, "val_acc": 0.9, "wall_s": 100.0}) == scheduler.CONTINUE
     assert decide(None, trials["weak"], {"epoch": 1, "val_acc": 0.8, "wall_s": 120.0}) == scheduler.STOP
-    # below both at the first rung, but its three remaining epochs take a second: stopping it saves nothing
-    assert decide(None, trials["probe"], {"epoch": 1, "val_acc": 0.5, "wall_s": 0.3}) == scheduler.CONTINUE
+    # below both at the first rung, but a probe's epochs take milliseconds: stopping it saves nothing
+    probe = {"epoch": 1, "val_acc": 0.5, "wall_s": 0.3, "on_features": True}
+    assert decide(None, trials["probe"], probe) == scheduler.CONTINUE
+    assert scheduler.rungs[1.0]["probe"] == 0.5, "its value still sets the rung's cutoff"
 
 
 def test_our_asha_stops_exactly_the_trials_rays_asha_stops(tmp_path):

@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 from datasets import build_cache, scan_folder
 from trainables import TrialConfig, TrialSetup, fit
 from trainables.checkpoint import load_checkpoint, save_checkpoint
+from trainables.loop import epoch_size
 from trainables.model import preprocessing
-from trainables.probe import evaluate_features, fit_head, split_features
+from trainables.probe import L2_GRID, choose_l2, evaluate_features, fit_head, split_features
 from trainables.training import start
 
 CONFIG = TrialConfig(
@@ -21,11 +22,11 @@ CONFIG = TrialConfig(
 )
 
 
-def _setup(tiny_eggs, tmp_path, epochs) -> TrialSetup:
+def _setup(tiny_eggs, tmp_path, epochs, size=24) -> TrialSetup:
     """Trials of resnet10t with "pretrained" weights, as a --weights file would give them."""
     torch.manual_seed(0)
     weights = {"resnet10t": timm.create_model("resnet10t").state_dict()}
-    cache = build_cache(scan_folder(tiny_eggs), 24, tmp_path / "cache")
+    cache = build_cache(scan_folder(tiny_eggs), size, tmp_path / "cache")
     return TrialSetup(cache, max_epochs=epochs, seed=5, weights=weights)
 
 
@@ -61,16 +62,21 @@ def test_a_run_resumed_from_its_checkpoint_ends_with_the_same_weights(tiny_eggs,
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
 
 
-def test_linear_probe_on_cached_features_matches_recomputing_the_frozen_backbone(tiny_eggs, tmp_path):
-    probe = dataclasses.replace(CONFIG, freeze_depth=5, aug_strength=0.0, dropout=0.0)
-    setup = _setup(tiny_eggs, tmp_path, epochs=2)
-    cached, plain = [], []
-    fit(probe, setup, ("train",), "val", lambda m, *_: cached.append(m))
-    assert list((setup.data.path / "features").glob("*/train.npy")), "features should be cached beside the data"
-    fit(probe, dataclasses.replace(setup, feature_cache=False), ("train",), "val", lambda m, *_: plain.append(m))
-    for a, b in zip(cached, plain, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["val_acc"] == pytest.approx(b["val_acc"]) and a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+def test_a_probe_starts_from_the_fitted_head_and_never_reports_less(tiny_eggs, tmp_path):
+    setup = _setup(tiny_eggs, tmp_path, epochs=4)
+    # a learning rate that wrecks the fitted head: every epoch it trains is worse, and is undone
+    probe = dataclasses.replace(CONFIG, freeze_depth=5, aug_strength=0.0, dropout=0.0, lr=30.0)
+    history = []
+    run = start(probe, setup, ("train",), "val")
+    fitted = run._evaluate()
+    assert run.warm_head and list((setup.data.path / "features").glob("*/train.npy"))
+    model = fit(probe, setup, ("train",), "val", lambda m, *_: history.append(m))
+    assert all(h["on_features"] and h["val_acc"] >= fitted["acc"] for h in history)
+    kept = history[-1]["kept_epoch"]
+    assert history[-1]["val_acc"] == history[kept - 1]["val_acc"] if kept else history[-1]["val_acc"] == fitted["acc"]
+    # the weights it ends with are the ones it reports
+    ended = evaluate_features(model.get_classifier(), run.val_features, run.val_labels, 2, torch.device("cpu"))
+    assert ended["acc"] == history[-1]["val_acc"] and ended["loss"] == pytest.approx(history[-1]["val_loss"])
 
 
 def test_a_probe_trains_on_the_cached_features_whatever_its_augmentation(tiny_eggs, tmp_path):
@@ -80,7 +86,15 @@ def test_a_probe_trains_on_the_cached_features_whatever_its_augmentation(tiny_eg
     fit(probe, setup, ("train",), "val", lambda m, *_: clean.append(m))
     fit(dataclasses.replace(probe, aug_strength=0.7), setup, ("train",), "val", lambda m, *_: augmented.append(m))
     assert clean[0]["train_loss"] == augmented[0]["train_loss"] and clean[0]["val_acc"] == augmented[0]["val_acc"]
-    assert not clean[0]["warm_head"]
+    assert clean[0]["warm_head"] and clean[0]["train_size"] == 0
+
+
+def test_fine_tuning_trains_smaller_in_its_first_epochs_and_evaluates_at_full_size(tiny_eggs, tmp_path):
+    setup = _setup(tiny_eggs, tmp_path, epochs=4, size=64)
+    history = []
+    fit(CONFIG, setup, ("train",), "val", lambda m, *_: history.append(m))
+    assert [h["train_size"] for h in history] == [epoch_size(64, e, 4) for e in range(4)] == [32, 48, 64, 64]
+    assert all(h["val_probs"].shape == (setup.data.sizes["val"], 2) for h in history)
 
 
 def test_a_fine_tuning_run_starts_from_the_probe_head_fitted_once_per_backbone(tiny_eggs, tmp_path, caplog):
@@ -101,7 +115,7 @@ def test_a_fine_tuning_run_starts_from_the_probe_head_fitted_once_per_backbone(t
         first.model, setup.data, "val", key, preprocessing(first.model, setup.data.image_size), device
     )
     probe = evaluate_features(first.model.get_classifier(), val_features, setup.data.load("val")[1], 2, device)
-    assert first.evaluate()["acc"] == pytest.approx(probe["acc"])
+    assert first.evaluate(0)["acc"] == pytest.approx(probe["acc"])
     assert head["weight"].abs().sum() > 0  # fitted, not the zero head a cold start has
     scratch = start(CONFIG, dataclasses.replace(setup, weights={}), ("train",), "val")
     assert not scratch.warm_head and scratch.model.get_classifier().weight.abs().sum() == 0  # random features
@@ -111,9 +125,19 @@ def test_the_fitted_probe_head_separates_classes_the_features_separate():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 40)
     features = (rng.normal(size=(120, 16)) + np.eye(3, 16)[labels] * 4 + 10).astype(np.float32)  # offset: raw
-    head = fit_head(features, labels, 3)
+    head = fit_head(features, labels, 3, l2=1e-3)
     logits = torch.from_numpy(features) @ head["weight"].T + head["bias"]
     assert (logits.argmax(1).numpy() == labels).mean() > 0.95
+
+
+def test_the_probe_penalty_is_chosen_on_held_out_folds_of_the_training_split():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(4), 12)
+    # few images, many noisy dimensions: a weak penalty memorises the noise, the folds see it
+    features = (rng.normal(size=(48, 200)) + np.eye(4, 200)[labels] * 1.5).astype(np.float32)
+    chosen = choose_l2(features, labels, 4)
+    assert chosen in L2_GRID and chosen > min(L2_GRID)
+    assert choose_l2(features, labels, 4) == chosen  # the folds are seeded
 
 
 def _cut_short(path):

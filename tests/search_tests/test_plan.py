@@ -1,0 +1,126 @@
+"""The time budget's plan: its reserve is its members' own measured costs, it refuses an epoch or a trial that does
+not fit, and the final stage takes the ensemble the time left affords."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+from ray import tune
+
+from search.budget import FIXED_S, TASK_S, BudgetedSearch, Costs, TimeBudget, member_cost
+from search.tuner import newest_checkpoint
+from search.variants import affordable_ensemble
+from trainables.checkpoint import STATE_FILE
+from trainables.loop import epoch_size
+
+SIZES = {"train": 100, "val": 25, "test": 25}
+COSTS = Costs(
+    forward_s={"a": 0.01, "b": 0.02}, head_s={"a": 2.0, "b": 3.0}, speedup=1.5, sizes=SIZES, image_size=64, max_epochs=4
+)
+
+
+def _budget(tmp_path, seconds=1000.0, members=2) -> TimeBudget:
+    return TimeBudget(seconds, seconds, COSTS, members, tmp_path / "search.json")
+
+
+def _probe(epoch, acc, wall):
+    return {
+        "epoch": epoch,
+        "val_acc": acc,
+        "wall_s": wall,
+        "train_s": 0.01,
+        "on_features": True,
+        "config": {"backbone": "a"},
+    }
+
+
+def _tuned(epoch, acc, wall, train_s, backbone="b"):
+    side = epoch_size(64, epoch - 1, 4)
+    return {
+        "epoch": epoch,
+        "val_acc": acc,
+        "wall_s": wall,
+        "train_s": train_s,
+        "train_size": side,
+        "config": {"backbone": backbone},
+    }
+
+
+def test_the_reserve_is_the_sum_of_its_members_own_measured_costs(tmp_path):
+    budget = _budget(tmp_path, members=2)
+    assert budget.reserve() == FIXED_S  # nothing measured: nothing to retrain yet
+    budget("p", _probe(1, 0.80, 0.5))
+    budget("f", _tuned(1, 0.85, 30.0, 24.0))
+    budget("w", _tuned(1, 0.50, 40.0, 30.0, backbone="a"))  # third best: not a member of two
+    more = (100 + 25) / 100
+    probe = TASK_S + 2.0 * more + 0.01 * (25 * 2 + 25)
+    full = 24.0 / (epoch_size(64, 0, 4) / 64) ** 2  # its first epoch trained smaller: measured, then scaled
+    area = sum((epoch_size(64, e, 4) / 64) ** 2 for e in range(4))
+    tuned = TASK_S + full * area * more / 1.5 + 0.02 * (25 * 2 + 25)
+    assert [t for t, _ in budget.plan()] == ["f", "p"]
+    assert budget.reserve() == pytest.approx(FIXED_S + probe + tuned)
+    assert member_cost(COSTS, budget.ledger["p"]) == pytest.approx(probe)
+    # the same epoch passed on twice (by the searcher and by the stopper) counts once
+    budget.record("f", _tuned(1, 0.85, 30.0, 24.0))
+    assert budget.ledger["f"]["epoch_s"] == 30.0 and budget.reserve() == pytest.approx(FIXED_S + probe + tuned)
+
+
+def test_a_trial_stops_when_its_next_epoch_does_not_fit_and_then_no_trial_starts(tmp_path):
+    budget = _budget(tmp_path, seconds=400.0, members=1)
+    assert budget.admits_new()
+    assert not budget("f", _tuned(1, 0.9, 30.0, 20.0))  # 30 s now, a bigger next epoch, well inside 400 s
+    budget.record("f", _tuned(2, 0.9, 70.0, 36.0))
+    budget.started = time.monotonic() - (400.0 - budget.reserve() - 10.0)  # 10 s left beside the reserve
+    assert budget("f", _tuned(2, 0.9, 70.0, 36.0)), "its third epoch takes longer than the 10 s left"
+    assert not budget.admits_new() and "does not fit" in budget.ended_by
+    saved = (tmp_path / "budget.json").read_text()
+    assert "final_s" in saved and budget.ended_by in saved
+
+
+def test_the_searcher_asks_for_no_trial_once_none_fits(tmp_path):
+    class Counting(tune.search.Searcher):
+        asked = 0
+
+        def suggest(self, trial_id):
+            self.asked += 1
+            return {"backbone": "a"}
+
+    inner = Counting(metric="val_acc", mode="max")
+    budget = _budget(tmp_path, seconds=1000.0)
+    search = BudgetedSearch(inner, budget)
+    assert search.suggest("t1") == {"backbone": "a"}
+    search.on_trial_result("t1", _tuned(1, 0.7, 100.0, 80.0))
+    assert budget.ledger["t1"]["epoch"] == 1
+    budget.started = time.monotonic() - 999.0
+    assert search.suggest("t2") == tune.search.Searcher.FINISHED and inner.asked == 1
+
+
+def test_the_final_stage_takes_the_ensemble_that_fits_the_time_left():
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    # "best" errs on the last two images, "cheap" and "costly" each on one other: together they beat it
+    onehot = np.eye(2)[labels] * 0.8 + 0.1
+    best, cheap, costly = onehot.copy(), onehot.copy(), onehot.copy()
+    best[[4, 5]] = best[[4, 5]][:, ::-1]
+    cheap[0], costly[1] = cheap[0][::-1], costly[1][::-1]
+    probs = {"best": best, "cheap": cheap, "costly": costly}
+    costs = {"best": 0.0, "cheap": 5.0, "costly": 500.0}
+    members, accuracy = affordable_ensemble(probs, labels, 3, costs, allowance=1000.0)
+    assert set(members) == {"best", "cheap", "costly"} and accuracy == 1.0
+    members, accuracy = affordable_ensemble(probs, labels, 3, costs, allowance=100.0)
+    assert "costly" not in members and sum(costs[t] for t in members) <= 100.0
+    members, accuracy = affordable_ensemble({"best": best}, labels, 3, costs, allowance=0.0)
+    assert members == {"best": 1} and accuracy == pytest.approx(4 / 6)
+
+
+def test_a_trial_stopped_mid_search_is_scored_from_its_newest_checkpoint(tmp_path):
+    trial = tmp_path / "trial"
+    for name in ("checkpoint_000000", "checkpoint_000001", "checkpoint_000002"):
+        (trial / name).mkdir(parents=True)
+    (trial / "checkpoint_000000" / STATE_FILE).write_text("{}")
+    (trial / "checkpoint_000001" / STATE_FILE).write_text("{}")  # 000002: copied in part when the driver stopped
+    stale = tune.Checkpoint(str(trial / "checkpoint_000000"))
+    result = tune.Result(metrics={"epoch": 2}, checkpoint=stale, error=None, path=str(trial))
+    assert newest_checkpoint(result).path.endswith("checkpoint_000001")
+    assert newest_checkpoint(tune.Result(metrics={}, checkpoint=None, error=None, path=str(trial))) is None
+    assert math.isfinite(COSTS.first_epoch_s("a"))
