@@ -65,7 +65,13 @@ class Costs:
     sizes: dict[str, int]
     image_size: int
     max_epochs: int
+    progressive: bool = False  # ``TrialSetup.progressive``: the first epochs train smaller
     tta: bool = True  # the final stage tests with and without the flip: two test passes per member
+
+    def area(self, epoch: int) -> float:
+        """Epoch ``epoch``'s pixels against a full-size epoch's."""
+        side = epoch_size(self.image_size, epoch, self.max_epochs) if self.progressive else self.image_size
+        return (side / self.image_size) ** 2
 
     def test_s(self, backbone: str) -> float:
         """The member's test passes (and a flipped validation pass to decide test-time augmentation)."""
@@ -76,8 +82,7 @@ class Costs:
         """A fine-tuning trial's first epoch before one has run: a training step is about three forward passes, at
         the first epoch's side, and the validation pass at the full side."""
         f = self.forward_s.get(backbone, max(self.forward_s.values(), default=0.0)) * self.speedup
-        area = (epoch_size(self.image_size, 0, self.max_epochs) / self.image_size) ** 2
-        return f * (3 * area * self.sizes["train"] + self.sizes["val"])
+        return f * (3 * self.area(0) * self.sizes["train"] + self.sizes["val"])
 
 
 def member_cost(costs: Costs, trial: dict) -> float:
@@ -88,9 +93,7 @@ def member_cost(costs: Costs, trial: dict) -> float:
     if trial["on_features"]:
         return TASK_S + costs.head_s.get(backbone, 0.0) * more + costs.test_s(backbone)
     full = trial["full_epoch_s"]  # one epoch's training steps at the full side, on the train split
-    area = sum(
-        (epoch_size(costs.image_size, e, costs.max_epochs) / costs.image_size) ** 2 for e in range(costs.max_epochs)
-    )
+    area = sum(costs.area(e) for e in range(costs.max_epochs))
     return TASK_S + full * area * more / costs.speedup + costs.test_s(backbone)
 
 
@@ -150,10 +153,8 @@ class TimeBudget(tune.Stopper):
         e = self.ledger[trial_id]
         if e["on_features"]:
             return e["epoch_s"]
-        side = epoch_size(self.costs.image_size, e["epoch"], self.costs.max_epochs) / self.costs.image_size
-        last = epoch_size(self.costs.image_size, e["epoch"] - 1, self.costs.max_epochs) / self.costs.image_size
-        train = e["full_epoch_s"] * last**2
-        return e["epoch_s"] - train + e["full_epoch_s"] * side**2
+        change = self.costs.area(e["epoch"]) - self.costs.area(e["epoch"] - 1)
+        return e["epoch_s"] + e["full_epoch_s"] * change
 
     def admits_new(self) -> bool:
         """Whether a new trial's first epoch still fits: the fine-tuning trials' cheapest measured first epoch, or

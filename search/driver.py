@@ -215,7 +215,7 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
         stopper = TimeBudget(
             opts.time_budget_s - elapsed_before - prepared.seconds - (time.perf_counter() - begun),
             opts.time_budget_s,
-            plan_costs(scores, speedup, resources, data.cache.sizes, opts),
+            plan_costs(scores, speedup, resources, data.cache.sizes, opts, setup.progressive),
             (opts.ensemble or AUTO_MEMBERS) if opts.retrain else 0,
             opts.task_dir / SEARCH_FILE,
         )
@@ -224,15 +224,19 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
 
 
 def plan_costs(
-    scores: dict[str, dict], speedup: float, resources: Resources, sizes: dict[str, int], opts: ResolvedOptions
+    scores: dict[str, dict],
+    speedup: float,
+    resources: Resources,
+    sizes: dict[str, int],
+    opts: ResolvedOptions,
+    progressive: bool,
 ) -> Costs:
     """The time budget's measured constants: each backbone's forward pass per image at the retrain's threads (the
     screening's, sped up when it ran on fewer threads) and its head fit."""
     ok = {b: r for b, r in scores.items() if "forward_s" in r}
     forward = {b: r["forward_s"] / (speedup if r["threads"] < resources.retrain_cpus else 1.0) for b, r in ok.items()}
-    return Costs(
-        forward, {b: r["head_s"] for b, r in ok.items()}, speedup, dict(sizes), opts.image_size, opts.max_epochs
-    )
+    heads = {b: r["head_s"] for b, r in ok.items()}
+    return Costs(forward, heads, speedup, dict(sizes), opts.image_size, opts.max_epochs, progressive)
 
 
 def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> pd.DataFrame:
@@ -248,8 +252,9 @@ def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> pd.D
     trials = trials_frame(finished, opts.max_epochs, plan.pretrained)
     write_parquet(out / "trials.parquet", trials)
     write_parquet(out / "epochs.parquet", epochs_frame(outcome.records))
-    # Ctrl-C between two trials: Ray Tune returns the finished ones alone, before the next one exists
-    cut_short = len(outcome.records) < opts.trials and not budget_ended
+    # Ctrl-C between two trials: Ray Tune returns the finished ones alone, before the next one exists (with a time
+    # budget only the budget ends a search)
+    cut_short = not budget_ended and (bool(opts.time_budget_s) or len(outcome.records) < opts.trials)
     if outcome.interrupted or cut_short:
         raise SearchInterrupted(
             f"{prepared.data.task.name}: stopped with {len(finished)} of {opts.trials} trials finished "

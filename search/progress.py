@@ -24,7 +24,8 @@ def _duration(seconds: float) -> str:
 
 
 class Progress(tune.Callback):
-    """Logs a line each time a trial ends; the estimate assumes the remaining trials cost what the ended ones did."""
+    """Logs a line each time a trial ends; the estimate assumes the remaining trials cost what the ended ones did
+    (``total`` 0: the time budget decides how many, and the line gives no estimate)."""
 
     def __init__(self, task: str, total: int, max_epochs: int):
         self.task, self.total, self.max_epochs = task, total, max_epochs
@@ -61,7 +62,8 @@ class Progress(tune.Callback):
         left = ""
         if 0 < len(ended) < self.total:
             left = f", about {_duration(elapsed / len(ended) * (self.total - len(ended)))} left"
+        done = f"{len(ended)}/{self.total}" if self.total else str(len(ended))
         return (
-            f"{self.task}: {len(ended)}/{self.total} trials done ({stopped} stopped early, {errored} errored), "
+            f"{self.task}: {done} trials done ({stopped} stopped early, {errored} errored), "
             f"{running} running; {best}; {_duration(elapsed)} elapsed{left}"
         )

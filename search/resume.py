@@ -43,11 +43,13 @@ def finished_record(opts: ResolvedOptions) -> dict | None:
     if not best:
         return None
     model = opts.task_dir / "model"
+    asked = {"soup": False, "ensemble": 0, "auto": False} | best.get("variants_asked", {})
+    auto = bool(opts.time_budget_s)  # the driver chose the variants and TTA itself
     retrained = (
         "test_acc" in best
         and best.get("retrain_seeds", 1) == opts.retrain_seeds
-        and best.get("variants_asked", {"soup": False, "ensemble": 0}) == {"soup": opts.soup, "ensemble": opts.ensemble}
-        and best.get("tta", False) == opts.tta
+        and asked == {"soup": opts.soup, "ensemble": opts.ensemble, "auto": auto}
+        and (auto or best.get("tta", False) == opts.tta)
         and ((model / "weights.safetensors").is_file() or (model / MANIFEST).is_file())
     )
     return best if retrained or not opts.retrain else None

@@ -100,7 +100,8 @@ def run_trials(
                 mode=MODE,
                 search_alg=searcher,
                 scheduler=make_scheduler(setup.max_epochs, files.rungs),
-                num_samples=trials,
+                # with a time budget the budget ends the search: trials start while the plan fits, beyond --trials
+                num_samples=-1 if isinstance(stopper, TimeBudget) else trials,
                 max_concurrent_trials=None if resources.cluster else resources.concurrency,
                 # a new trial runs in a finished one's worker: no new process importing torch and timm (about 9 s
                 # a trial here, benchmarks/overhead.py); train_trial frees its memory before it returns. Not on
@@ -114,7 +115,11 @@ def run_trials(
                 stop=stopper,
                 # CheckpointRetention, not num_to_keep, deletes old checkpoints: Ray's deletion can lose a trial
                 failure_config=tune.FailureConfig(max_failures=max_failures),
-                callbacks=[Progress(name, trials, setup.max_epochs), CheckpointRetention(), *callbacks],
+                callbacks=[
+                    Progress(name, 0 if isinstance(stopper, TimeBudget) else trials, setup.max_epochs),
+                    CheckpointRetention(),
+                    *callbacks,
+                ],
                 verbose=1 if verbose else 0,  # Ray Tune's own tables with -v; one line per ended trial without
             ),
         )

@@ -81,11 +81,14 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> flo
     return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+PROGRESSIVE_START = 0.8  # of the side at epoch 0; 0.6 cost 5 points at rung 1 (benchmarks/progressive.py)
+
+
 def epoch_size(size: int, epoch: int, epochs: int) -> int:
-    """Progressive resizing: the side a fine-tuning epoch trains at. The first epochs, which decide ASHA's first rungs,
-    train smaller (0.6 of the side at epoch 0, full from the middle of the schedule on), so a trial costs about a
-    third at its first rung; evaluation stays at ``size``. Multiples of 16, at least 32 px."""
-    scale = min(1.0, 0.6 + 0.8 * epoch / max(1, epochs))
+    """Progressive resizing (``TrialSetup.progressive``): the side a fine-tuning epoch trains at. The first epochs,
+    which decide ASHA's first rungs, train smaller (``PROGRESSIVE_START`` of the side at epoch 0, full from the middle
+    of the schedule on); evaluation stays at ``size``. Multiples of 16, at least 32 px."""
+    scale = min(1.0, PROGRESSIVE_START + 2 * (1 - PROGRESSIVE_START) * epoch / max(1, epochs))
     return size if scale >= 1.0 else min(size, max(32, round(size * scale / 16) * 16))
 
 

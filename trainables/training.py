@@ -163,6 +163,7 @@ class WholeModel(Run):
     prep: Preprocess | None = None
     accel: Accel | None = None
     aug_strength: float = 0.0
+    progressive: bool = False
 
     def train(self, epoch: int) -> tuple[float, int, float]:
         return train_epoch(
@@ -182,7 +183,8 @@ class WholeModel(Run):
         return evaluate(self.model, self.val_images, self.num_classes, self.prep, accel=self.accel)
 
     def train_size(self, epoch: int) -> int:
-        return epoch_size(self.prep.size or self.train_images.parts[0].shape[1], epoch, self.schedule.epochs)
+        size = self.prep.size or self.train_images.parts[0].shape[1]
+        return epoch_size(size, epoch, self.schedule.epochs) if self.progressive else size
 
 
 def head_path(data: DataCache, key: str, splits: tuple[str, ...]) -> Path:
@@ -258,5 +260,11 @@ def start(
         )
     val_images = Images([data.load(val_split)]) if val_split else None
     return WholeModel(
-        *common, train_images=train, val_images=val_images, prep=prep, accel=accel, aug_strength=config.aug_strength
+        *common,
+        train_images=train,
+        val_images=val_images,
+        prep=prep,
+        accel=accel,
+        aug_strength=config.aug_strength,
+        progressive=setup.progressive,
     )

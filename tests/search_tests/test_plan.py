@@ -16,7 +16,13 @@ from trainables.loop import epoch_size
 
 SIZES = {"train": 100, "val": 25, "test": 25}
 COSTS = Costs(
-    forward_s={"a": 0.01, "b": 0.02}, head_s={"a": 2.0, "b": 3.0}, speedup=1.5, sizes=SIZES, image_size=64, max_epochs=4
+    forward_s={"a": 0.01, "b": 0.02},
+    head_s={"a": 2.0, "b": 3.0},
+    speedup=1.5,
+    sizes=SIZES,
+    image_size=64,
+    max_epochs=4,
+    progressive=True,
 )
 
 

@@ -89,12 +89,14 @@ def test_a_probe_trains_on_the_cached_features_whatever_its_augmentation(tiny_eg
     assert clean[0]["warm_head"] and clean[0]["train_size"] == 0
 
 
-def test_fine_tuning_trains_smaller_in_its_first_epochs_and_evaluates_at_full_size(tiny_eggs, tmp_path):
+def test_progressive_resizing_trains_the_first_epochs_smaller_and_evaluates_at_full_size(tiny_eggs, tmp_path):
     setup = _setup(tiny_eggs, tmp_path, epochs=4, size=64)
-    history = []
-    fit(CONFIG, setup, ("train",), "val", lambda m, *_: history.append(m))
-    assert [h["train_size"] for h in history] == [epoch_size(64, e, 4) for e in range(4)] == [32, 48, 64, 64]
-    assert all(h["val_probs"].shape == (setup.data.sizes["val"], 2) for h in history)
+    plain, progressive = [], []
+    fit(CONFIG, setup, ("train",), "val", lambda m, *_: plain.append(m))
+    fit(CONFIG, dataclasses.replace(setup, progressive=True), ("train",), "val", lambda m, *_: progressive.append(m))
+    assert [h["train_size"] for h in plain] == [64] * 4, "off by default: it cost accuracy on real photos"
+    assert [h["train_size"] for h in progressive] == [epoch_size(64, e, 4) for e in range(4)] == [48, 64, 64, 64]
+    assert all(h["val_probs"].shape == (setup.data.sizes["val"], 2) for h in plain + progressive)
 
 
 def test_a_fine_tuning_run_starts_from_the_probe_head_fitted_once_per_backbone(tiny_eggs, tmp_path, caplog):
