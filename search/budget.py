@@ -13,15 +13,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
 from datasets import UsageError
 from results import read_json, write_json
 from trainables.loop import epoch_size
+from trainables.variants import checkpoint_probs, greedy_ensemble
 
 __all__ = [
     "BUDGET_FILE",
+    "BudgetProbs",
     "BudgetedSearch",
     "Costs",
     "FIXED_S",
@@ -36,9 +40,10 @@ log = logging.getLogger(__name__)
 SEARCH_FIX = "put back the file the search wrote, or start the search anew with --overwrite"  # search.json damaged
 BUDGET_FILE = "budget.json"  # the plan against what each stage took; its "ended_by" says what ended the search
 UNITS = {"h": 3600, "m": 60, "s": 1}
-# seconds the final stage spends whatever its members: choosing them, writing the tables, plots and report (about
-# 10 s on sports-a50 here), and a Ray task's start and model build per member
-FIXED_S = 10.0
+# seconds the final stage spends whatever its members: choosing them and trying test-time augmentation in Ray tasks,
+# writing the tables, plots and report (57 s and 5 s beside the members' own on sports-a50 here, with two members'
+# flipped validation passes in the 57 s), and a Ray task's start and model build per member
+FIXED_S = 40.0
 TASK_S = 4.0
 
 
@@ -99,9 +104,11 @@ def member_cost(costs: Costs, trial: dict) -> float:
 
 @dataclass
 class TimeBudget(tune.Stopper):
-    """The plan, re-made after every result: the final stage's members are the ``members`` best trials so far (what
-    ensemble selection picks from), its reserve their summed costs plus ``FIXED_S``. A trial stops when its next epoch
-    does not fit before the reserve; ``BudgetedSearch`` starts no trial once a first epoch does not.
+    """The plan, re-made after every result: the final stage's members are the best trial so far and the ensemble of
+    up to ``members`` that greedy selection picks from the trials' newest validation probabilities (``labels``; the
+    ``members`` best trials before any probabilities arrive), its reserve their summed costs plus ``FIXED_S``. A trial
+    stops when its next epoch does not fit before the reserve; ``BudgetedSearch`` starts no trial once a first epoch
+    does not.
 
     The budget left is counted from when this is made (or restored by ``--resume``, from ``state_file``'s record of the
     time the search has already run)."""
@@ -111,8 +118,10 @@ class TimeBudget(tune.Stopper):
     costs: Costs
     members: int
     state_file: Path
+    labels: np.ndarray | None = None  # the validation split's: what the ensemble is chosen against
     started: float = field(default_factory=time.monotonic)
     ledger: dict[str, dict] = field(default_factory=dict)  # trial id -> what the plan knows of it
+    probs: dict[str, np.ndarray] = field(default_factory=dict)  # trial id -> its newest checkpoint's
     ended_by: str = ""
     pid: int = field(default_factory=os.getpid)
 
@@ -141,9 +150,16 @@ class TimeBudget(tune.Stopper):
         )
 
     def plan(self) -> list[tuple[str, float]]:
-        """The final stage's members as it stands: (trial id, seconds), best first."""
-        ranked = sorted(self.ledger.items(), key=lambda kv: -kv[1]["val_acc"])[: self.members]
-        return [(t, member_cost(self.costs, e)) for t, e in ranked]
+        """The final stage's members as it stands: (trial id, seconds), the best trial first."""
+        if not self.members or not self.ledger:
+            return []
+        ranked = sorted(self.ledger, key=lambda t: -self.ledger[t]["val_acc"])
+        scored = {t: self.probs[t] for t in ranked if t in self.probs}
+        chosen = (
+            list(greedy_ensemble(scored, self.labels, self.members)[0]) if scored and self.labels is not None else []
+        )
+        members = [ranked[0], *(t for t in (chosen or ranked[: self.members]) if t != ranked[0])]
+        return [(t, member_cost(self.costs, self.ledger[t])) for t in members]
 
     def reserve(self) -> float:
         return FIXED_S + sum(s for _, s in self.plan())
@@ -253,3 +269,15 @@ class BudgetedSearch(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         self.searcher.restore(checkpoint_path)
+
+
+class BudgetProbs(tune.Callback):
+    """Hands each new checkpoint's validation probabilities to the budget's plan (``TimeBudget.probs``)."""
+
+    def __init__(self, budget: TimeBudget):
+        self.budget = budget
+
+    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: tune.Checkpoint, **info):
+        probs = checkpoint_probs(checkpoint)
+        if probs is not None:
+            self.budget.probs[trial.trial_id] = probs

@@ -218,6 +218,7 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
             plan_costs(scores, speedup, resources, data.cache.sizes, opts, setup.progressive),
             (opts.ensemble or AUTO_MEMBERS) if opts.retrain else 0,
             opts.task_dir / SEARCH_FILE,
+            data.cache.load("val")[1],
         )
     screening = time.perf_counter() - screening
     return Plan(setup, resources, backbones, points, scores, pretrained, elapsed_before, stopper, screening)

@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from search.asha import make_scheduler
-from search.budget import BudgetedSearch, TimeBudget
+from search.budget import BudgetedSearch, BudgetProbs, TimeBudget
 from search.cluster import Resources
 from search.follow import FollowCluster
 from search.progress import Progress
@@ -118,6 +118,7 @@ def run_trials(
                 callbacks=[
                     Progress(name, 0 if isinstance(stopper, TimeBudget) else trials, setup.max_epochs),
                     CheckpointRetention(),
+                    *([BudgetProbs(stopper)] if isinstance(stopper, TimeBudget) else []),
                     *callbacks,
                 ],
                 verbose=1 if verbose else 0,  # Ray Tune's own tables with -v; one line per ended trial without

@@ -130,3 +130,18 @@ def test_a_trial_stopped_mid_search_is_scored_from_its_newest_checkpoint(tmp_pat
     assert newest_checkpoint(result).path.endswith("checkpoint_000001")
     assert newest_checkpoint(tune.Result(metrics={}, checkpoint=None, error=None, path=str(trial))) is None
     assert math.isfinite(COSTS.first_epoch_s("a"))
+
+
+def test_the_plan_reserves_the_ensemble_the_validation_probabilities_choose(tmp_path):
+    labels = np.array([0, 1, 0, 1])
+    budget = TimeBudget(1000.0, 1000.0, COSTS, 3, tmp_path / "search.json", labels)
+    right, wrong_last = np.eye(2)[labels] * 0.9 + 0.05, np.eye(2)[labels] * 0.9 + 0.05
+    wrong_last[3] = wrong_last[3][::-1]
+    budget("best", _probe(1, 0.80, 0.5))
+    budget("costly", _tuned(1, 0.75, 300.0, 250.0))  # ranked second, but adds nothing to the best
+    budget("cheap", _tuned(1, 0.70, 30.0, 20.0))  # ranked third, and fixes what the best gets wrong
+    budget.probs.update(best=wrong_last, costly=wrong_last, cheap=right)
+    assert [t for t, _ in budget.plan()] == ["best", "cheap"]
+    assert budget.reserve() == pytest.approx(
+        FIXED_S + sum(member_cost(COSTS, budget.ledger[t]) for t in ("best", "cheap"))
+    )
