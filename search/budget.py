@@ -20,8 +20,9 @@ from ray.tune.search import Searcher
 
 from datasets import UsageError
 from results import read_json, write_json
+from search.variants import ensemble_choice
 from trainables.loop import epoch_size
-from trainables.variants import checkpoint_probs, greedy_ensemble
+from trainables.variants import checkpoint_probs
 
 __all__ = [
     "BUDGET_FILE",
@@ -29,6 +30,7 @@ __all__ = [
     "BudgetedSearch",
     "Costs",
     "FIXED_S",
+    "TABLES_S",
     "SEARCH_FIX",
     "TimeBudget",
     "UNITS",
@@ -41,9 +43,11 @@ SEARCH_FIX = "put back the file the search wrote, or start the search anew with 
 BUDGET_FILE = "budget.json"  # the plan against what each stage took; its "ended_by" says what ended the search
 UNITS = {"h": 3600, "m": 60, "s": 1}
 # seconds the final stage spends whatever its members: choosing them and trying test-time augmentation in Ray tasks,
-# writing the tables, plots and report (57 s and 5 s beside the members' own on sports-a50 here, with two members'
-# flipped validation passes in the 57 s), and a Ray task's start and model build per member
-FIXED_S = 40.0
+# then writing the tables, plots and report (57 s and 5 s beside the members' own on sports-a50 here, with two
+# members' flipped validation passes in the 57 s), and a Ray task's start and model build per member
+CHOOSE_S = 30.0
+TABLES_S = 10.0
+FIXED_S = CHOOSE_S + TABLES_S
 TASK_S = 4.0
 
 
@@ -146,18 +150,21 @@ class TimeBudget(tune.Stopper):
             epoch_s=float(result.get("wall_s", 0.0)) - entry.get("wall_s", 0.0),
             wall_s=float(result.get("wall_s", 0.0)),
             full_epoch_s=float(result.get("train_s", 0.0)) / max(area, 1e-9),
-            val_acc=max(entry["val_acc"], float(value)),
         )
+        loss = float(result.get("val_loss", math.inf))
+        if (float(value), -loss) > (entry["val_acc"], -entry.get("val_loss", math.inf)):  # its best epoch, as tables
+            entry.update(val_acc=float(value), val_loss=loss)
 
     def plan(self) -> list[tuple[str, float]]:
         """The final stage's members as it stands: (trial id, seconds), the best trial first."""
         if not self.members or not self.ledger:
             return []
-        ranked = sorted(self.ledger, key=lambda t: -self.ledger[t]["val_acc"])
-        scored = {t: self.probs[t] for t in ranked if t in self.probs}
-        chosen = (
-            list(greedy_ensemble(scored, self.labels, self.members)[0]) if scored and self.labels is not None else []
-        )
+        # as results.ranked_trials ranks them: accuracy, then loss, then fewer epochs, then the id
+        ledger = self.ledger
+        ranked = sorted(ledger, key=lambda t: (-ledger[t]["val_acc"], ledger[t]["val_loss"], ledger[t]["epoch"], t))
+        chosen = []
+        if self.labels is not None:
+            chosen = list(ensemble_choice(ranked, self.probs, self.labels, self.members)[0])
         members = [ranked[0], *(t for t in (chosen or ranked[: self.members]) if t != ranked[0])]
         return [(t, member_cost(self.costs, self.ledger[t])) for t in members]
 

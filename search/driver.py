@@ -30,7 +30,7 @@ from results import (
     write_parquet,
     write_text,
 )
-from search.budget import BUDGET_FILE, FIXED_S, SEARCH_FIX, Costs, TimeBudget, member_cost
+from search.budget import BUDGET_FILE, SEARCH_FIX, TABLES_S, Costs, TimeBudget, member_cost
 from search.cluster import Resources, check_shared_storage, node_resources, plan_resources
 from search.config import CONFIG_FILE, config_text
 from search.costs import backbone_costs
@@ -48,9 +48,9 @@ from search.tracking import log_retrained, mlflow_callbacks
 from search.tuner import Outcome, run_trials
 from search.variants import (
     AUTO_MEMBERS,
-    affordable_ensemble,
     candidates,
     choose_variants,
+    ensemble_choice,
     flip_pays,
     retrained_soup,
     trial_config,
@@ -404,9 +404,10 @@ def _budgeted_variants(
     labels = prepared.data.cache.load("val")[1]
     ledger = budget.ledger
     costs = {t: member_cost(budget.costs, ledger[t]) if t in ledger else math.inf for t, _, _ in pool}
-    allowance = budget.remaining() - FIXED_S - costs.get(best_id, 0.0)
+    # choosing is done: what is left goes to the members' retrains and tests, and then the tables
+    allowance = budget.remaining() - TABLES_S - costs.get(best_id, 0.0)
     extra = {t: (0.0 if t == best_id else c) for t, c in costs.items()}
-    members, accuracy = affordable_ensemble(chosen["probs"], labels, size, extra, allowance)
+    members, accuracy = ensemble_choice([t for t, _, _ in pool], chosen["probs"], labels, size, extra, allowance)
     single = chosen["val_acc"].get(best_id, -1.0)
     spent = sum(extra[t] for t in members)
     if len(members) > 1 and accuracy > single:
@@ -420,7 +421,7 @@ def _budgeted_variants(
         why = f"single model: no ensemble that fits the {allowance:.0f} s left beat its val_acc {single:.3f}"
     check = sum(budget.costs.forward_s.get(ledger.get(t, {}).get("backbone", ""), 0.0) for t in members)
     check *= len(labels)
-    if budget.remaining() - FIXED_S - costs.get(best_id, 0.0) - spent < check:
+    if budget.remaining() - TABLES_S - costs.get(best_id, 0.0) - spent < check:
         return chosen, False, why + "; no time left to try test-time augmentation"
     probs = {t: chosen["probs"][t] for t in members}
     pays, with_flip = flip_pays(plan.setup, plan.resources, members, pool, probs, labels)

@@ -25,6 +25,7 @@ __all__ = [
     "AUTO_MEMBERS",
     "ENSEMBLE_CANDIDATES",
     "affordable_ensemble",
+    "ensemble_choice",
     "flip_pays",
     "SOUP_CANDIDATES",
     "candidates",
@@ -140,6 +141,26 @@ def affordable_ensemble(
         if costliest is None:
             return members, accuracy
         del pool[costliest]
+
+
+def ensemble_choice(
+    ranked: list[str],
+    probs: dict[str, np.ndarray],
+    labels: np.ndarray,
+    size: int,
+    costs: dict[str, float] | None = None,
+    allowance: float = float("inf"),
+) -> tuple[dict[str, int], float]:
+    """The ensemble the final stage takes, and the time budget's plan expects: ``affordable_ensemble`` over the first
+    ``ENSEMBLE_CANDIDATES`` of ``ranked`` (best first) that have probabilities, identical ones once (probes that kept
+    their fitted head give the same probabilities)."""
+    pool: dict[str, np.ndarray] = {}
+    for trial in ranked[:ENSEMBLE_CANDIDATES]:
+        if trial in probs and not any(np.array_equal(probs[trial], p) for p in pool.values()):
+            pool[trial] = probs[trial]
+    if not pool:
+        return {}, -1.0
+    return affordable_ensemble(pool, labels, size, costs or dict.fromkeys(pool, 0.0), allowance)
 
 
 def flip_pays(
