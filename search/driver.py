@@ -397,7 +397,7 @@ def _budgeted_variants(
     its validation pass and it raises validation accuracy. Returns the choice, TTA, and why in one sentence."""
     opts, budget = prepared.options, plan.stopper
     size = opts.ensemble or AUTO_MEMBERS
-    pool = candidates(trials, checkpoints, False, size)
+    pool = candidates(trials, checkpoints, False, size, limit=None)  # ensemble_choice keeps the best distinct ones
     if len(pool) < 2:
         return {}, False, "one trial to choose from: the single model"
     chosen = choose_variants(plan.setup, plan.resources, pool, False, 0)

@@ -47,11 +47,18 @@ def trial_config(row: pd.Series) -> dict:
     return plain | {"batch_size": int(row["trained_batch_size"])}
 
 
-def candidates(trials: pd.DataFrame, checkpoints: dict[str, tune.Checkpoint], soup: bool, ensemble: int) -> list:
-    """(trial id, backbone, checkpoint), best first: the ensemble's pool and the soup's (the best backbone's)."""
+def candidates(
+    trials: pd.DataFrame,
+    checkpoints: dict[str, tune.Checkpoint],
+    soup: bool,
+    ensemble: int,
+    limit: int | None = ENSEMBLE_CANDIDATES,
+) -> list:
+    """(trial id, backbone, checkpoint), best first: the ensemble's pool (the ``limit`` best, all for None) and the
+    soup's (the best backbone's)."""
     ranked = ranked_trials(trials)
     ranked = ranked[ranked["trial_id"].isin(list(checkpoints))]
-    keep = ranked.head(ENSEMBLE_CANDIDATES if ensemble else 0)["trial_id"].tolist()
+    keep = ranked.head((limit or len(ranked)) if ensemble else 0)["trial_id"].tolist()
     if soup and len(ranked):
         same = ranked[ranked["backbone"] == ranked.iloc[0]["backbone"]].head(SOUP_CANDIDATES)["trial_id"].tolist()
         keep += [t for t in same if t not in keep]
@@ -152,10 +159,13 @@ def ensemble_choice(
     allowance: float = float("inf"),
 ) -> tuple[dict[str, int], float]:
     """The ensemble the final stage takes, and the time budget's plan expects: ``affordable_ensemble`` over the first
-    ``ENSEMBLE_CANDIDATES`` of ``ranked`` (best first) that have probabilities, identical ones once (probes that kept
-    their fitted head give the same probabilities)."""
+    ``ENSEMBLE_CANDIDATES`` distinct trials of ``ranked`` (best first) that have probabilities. Identical ones count
+    once: probes that kept their fitted head give the same probabilities, and on sports-a50 eight such lite0 probes
+    filled the pool and left out the lite2 probe that the best ensemble needed."""
     pool: dict[str, np.ndarray] = {}
-    for trial in ranked[:ENSEMBLE_CANDIDATES]:
+    for trial in ranked:
+        if len(pool) == ENSEMBLE_CANDIDATES:
+            break
         if trial in probs and not any(np.array_equal(probs[trial], p) for p in pool.values()):
             pool[trial] = probs[trial]
     if not pool:

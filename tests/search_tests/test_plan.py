@@ -10,7 +10,7 @@ from ray import tune
 
 from search.budget import FIXED_S, TASK_S, BudgetedSearch, Costs, TimeBudget, member_cost
 from search.tuner import newest_checkpoint
-from search.variants import affordable_ensemble
+from search.variants import affordable_ensemble, ensemble_choice
 from trainables.checkpoint import STATE_FILE
 from trainables.loop import epoch_size
 
@@ -145,3 +145,13 @@ def test_the_plan_reserves_the_ensemble_the_validation_probabilities_choose(tmp_
     assert budget.reserve() == pytest.approx(
         FIXED_S + sum(member_cost(COSTS, budget.ledger[t]) for t in ("best", "cheap"))
     )
+
+
+def test_identical_probes_count_once_and_leave_room_for_others():
+    labels = np.array([0, 1, 0, 1])
+    fitted = np.eye(2)[labels] * 0.9 + 0.05
+    fitted[3] = fitted[3][::-1]
+    other = np.eye(2)[labels] * 0.9 + 0.05
+    probs = {f"probe{i}": fitted.copy() for i in range(10)} | {"other": other}
+    members, accuracy = ensemble_choice([*(f"probe{i}" for i in range(10)), "other"], probs, labels, 3)
+    assert "other" in members and accuracy == 1.0, "the eleventh trial, beyond ten copies, still joins"
