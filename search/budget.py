@@ -162,11 +162,22 @@ class TimeBudget(tune.Stopper):
         # as results.ranked_trials ranks them: accuracy, then loss, then fewer epochs, then the id
         ledger = self.ledger
         ranked = sorted(ledger, key=lambda t: (-ledger[t]["val_acc"], ledger[t]["val_loss"], ledger[t]["epoch"], t))
+        costs = {t: member_cost(self.costs, ledger[t]) for t in ranked}
         chosen = []
         if self.labels is not None:
-            chosen = list(ensemble_choice(ranked, self.probs, self.labels, self.members)[0])
+            # what the final stage could still afford once the epochs under way end: a member that no longer fits
+            # leaves the plan (and its reserve), as it would leave the final stage's choice
+            allowance = self.remaining() - FIXED_S - self.in_flight() - costs[ranked[0]]
+            extra = costs | {ranked[0]: 0.0}
+            chosen = list(ensemble_choice(ranked, self.probs, self.labels, self.members, extra, allowance)[0])
         members = [ranked[0], *(t for t in (chosen or ranked[: self.members]) if t != ranked[0])]
-        return [(t, member_cost(self.costs, self.ledger[t])) for t in members]
+        return [(t, costs[t]) for t in members]
+
+    def in_flight(self, but: str = "") -> float:
+        """Seconds until the epochs already under way (other than ``but``'s) end: they run whatever the plan says."""
+        now = time.monotonic()
+        ends = [e["until"] - now for t, e in self.ledger.items() if t != but and not e.get("done") and "until" in e]
+        return max([0.0, *ends])
 
     def reserve(self) -> float:
         return FIXED_S + sum(s for _, s in self.plan())
@@ -185,19 +196,34 @@ class TimeBudget(tune.Stopper):
         firsts = [e["first_s"] for e in self.ledger.values() if "first_s" in e]
         backbones = {e["backbone"] for e in self.ledger.values()} or set(self.costs.forward_s)
         first = min(firsts) if firsts else min((self.costs.first_epoch_s(b) for b in backbones), default=0.0)
-        return not self._fire(self.remaining() < self.reserve() + first, "no new trial's first epoch fits")
+        fits = self.remaining() - self.in_flight() >= self.reserve() + first
+        return not self._fire(not fits, "no new trial's first epoch fits")
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         self.record(trial_id, result)
         entry = self.ledger.get(trial_id)
-        if entry is None or entry["epoch"] >= self.costs.max_epochs:
+        if entry is None:
+            return False
+        if entry["epoch"] >= self.costs.max_epochs:
+            entry["done"] = True
             return False
         if entry["epoch"] == 1 and not entry["on_features"]:
             entry.setdefault("first_s", entry["epoch_s"])
-        return self._fire(
-            self.remaining() < self.reserve() + self.next_epoch_s(trial_id),
+        upcoming = self.next_epoch_s(trial_id)
+        stop = self._fire(
+            self.remaining() - self.in_flight(but=trial_id) < self.reserve() + upcoming,
             f"trial {trial_id}'s next epoch does not fit",
         )
+        if stop:
+            entry["done"] = True
+        else:
+            entry["until"] = time.monotonic() + upcoming
+        return stop
+
+    def finished(self, trial_id: str) -> None:
+        """A trial ended (completed, stopped or failed): none of its epochs is under way."""
+        if trial_id in self.ledger:
+            self.ledger[trial_id]["done"] = True
 
     def stop_all(self) -> bool:
         return False  # running trials end on their own epochs; new ones are refused by BudgetedSearch
@@ -237,6 +263,8 @@ class TimeBudget(tune.Stopper):
         spent = read_json(self.state_file, SEARCH_FIX).get("elapsed_s", 0.0)
         self.seconds_left = self.budget_s - spent
         self.started = time.monotonic()
+        for entry in self.ledger.values():  # another process's clock: the restored trials start their epochs anew
+            entry.pop("until", None)
 
 
 class BudgetedSearch(Searcher):
@@ -263,6 +291,7 @@ class BudgetedSearch(Searcher):
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.budget.finished(trial_id)
         self.searcher.on_trial_complete(trial_id, result, error)
 
     def get_state(self) -> dict:  # as Ray's ConcurrencyLimiter: the wrapper's own state; the searcher saves its own

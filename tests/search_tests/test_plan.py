@@ -155,3 +155,21 @@ def test_identical_probes_count_once_and_leave_room_for_others():
     probs = {f"probe{i}": fitted.copy() for i in range(10)} | {"other": other}
     members, accuracy = ensemble_choice([*(f"probe{i}" for i in range(10)), "other"], probs, labels, 3)
     assert "other" in members and accuracy == 1.0, "the eleventh trial, beyond ten copies, still joins"
+
+
+def test_a_member_the_time_left_cannot_retrain_leaves_the_plan(tmp_path):
+    labels = np.array([0, 1, 0, 1])
+    wrong_last, right = np.eye(2)[labels] * 0.9 + 0.05, np.eye(2)[labels] * 0.9 + 0.05
+    wrong_last[3] = wrong_last[3][::-1]
+    budget = TimeBudget(2000.0, 2000.0, COSTS, 3, tmp_path / "search.json", labels)
+    budget("best", _probe(1, 0.80, 0.5))
+    assert not budget("tuned", _tuned(1, 0.70, 300.0, 250.0))  # its second epoch, about 300 s, is now under way
+    budget.probs.update(best=wrong_last, tuned=right)
+    tuned = member_cost(COSTS, budget.ledger["tuned"])
+    assert [t for t, _ in budget.plan()] == ["best", "tuned"]
+    # the epoch under way ends in ~300 s: a plan that still holds the tuned member's retrain must leave room for both
+    budget.started = time.monotonic() - (2000.0 - FIXED_S - tuned - 200.0)
+    assert [t for t, _ in budget.plan()] == ["best"], "after the epoch under way, its retrain would no longer fit"
+    for trial in ("best", "tuned"):
+        budget.finished(trial)
+    assert budget.in_flight() == 0.0
