@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 
-from results.tables import CONFIG_COLUMNS, ranked_trials
+from results.tables import CONFIG_COLUMNS, VALIDATION_COLUMNS, ranked_trials
 
 __all__ = [
     "BACKBONE_COLUMNS",
@@ -27,12 +27,7 @@ TOP_COLUMNS = [
     "rank",
     "trial_id",
     *CONFIG_COLUMNS,
-    "val_acc",
-    "val_acc_low",
-    "val_acc_high",
-    "val_n",
-    "val_macro_f1",
-    "val_loss",
+    *VALIDATION_COLUMNS,
     "epochs_run",
     "wall_s",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "STATUSES",
     "SUMMARY_COLUMNS",
     "TRIAL_COLUMNS",
+    "VALIDATION_COLUMNS",
     "VARIANT_COLUMNS",
     "best_markdown",
     "best_rows",
@@ -57,17 +58,14 @@ EPOCH_COLUMNS = [
     "device",
     "timestamp",
 ]
+# a trial's best epoch on validation: accuracy with its 95% Wilson interval and the photos it was measured on
+VALIDATION_COLUMNS = ["val_acc", "val_acc_low", "val_acc_high", "val_n", "val_macro_f1", "val_loss"]
 TRIAL_COLUMNS = [
     "trial_id",
     "status",
     "source",
     *CONFIG_COLUMNS,
-    "val_acc",
-    "val_acc_low",
-    "val_acc_high",
-    "val_n",
-    "val_macro_f1",
-    "val_loss",
+    *VALIDATION_COLUMNS,
     "best_epoch",
     "epochs_run",
     "wall_s",
