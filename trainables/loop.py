@@ -213,7 +213,7 @@ def evaluate(
 ) -> dict:
     """Loss, accuracy, macro-F1 and the confusion matrix on ``data`` (on the CPU unless ``accel`` says otherwise)."""
     model.eval()
-    accel = accel or Accel(torch.device("cpu"))
+    accel = accel or Accel.for_device(torch.device("cpu"))
     logits = []
     for idx in batches(len(data), batch_size):
         x = prep(accel.batch(data.batch(idx)[0]))

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from datasets import DataCache, atomic_write
-from trainables.accel import to_unit
+from trainables.accel import Accel
 from trainables.loop import Images, Schedule, batches, classification_metrics, optimise
 from trainables.preprocess import Preprocess
 
@@ -112,10 +112,10 @@ def split_features(
         return features
     model.eval()
     images = Images([data.load(split)])
+    accel = Accel.for_device(device)
     parts = []
     for idx in batches(len(images), batch_size):
-        x, _ = images.batch(idx)
-        x = prep(to_unit(x.to(device)))
+        x = prep(accel.batch(images.batch(idx)[0]))
         parts.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu().numpy())
     features = np.concatenate(parts).astype(np.float32)
     _atomic(path, lambda p: np.save(p, features))

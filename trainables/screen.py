@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.accel import Accel, to_unit
+from trainables.accel import Accel
 from trainables.logme import logme
 from trainables.model import build_model, preprocessing
 from trainables.probe import HEAD_FITS, evaluate_features, fit_head, load_head, probe_head, split_features, weights_key
@@ -64,7 +64,7 @@ def screen_backbone(backbone: str, setup: TrialSetup) -> dict:
 @torch.no_grad()
 def _forward_s(model: torch.nn.Module, images: np.ndarray, prep, dev: torch.device) -> float:
     """Seconds per image of the frozen forward pass, timed after one warm-up pass."""
-    x = prep(to_unit(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(dev)))
+    x = prep(_batch(images, dev))
     model.eval()
     model(x[:2])
     started = time.perf_counter()
@@ -72,15 +72,20 @@ def _forward_s(model: torch.nn.Module, images: np.ndarray, prep, dev: torch.devi
     return (time.perf_counter() - started) / len(x)
 
 
+def _batch(images: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """Stored images ``[B, H, W, 3]`` as the trials see them: float on the device, in its layout."""
+    return Accel.for_device(dev).batch(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
+
+
 def thread_speedup(backbone: str, setup: TrialSetup, trial_threads: int, images: int = 8) -> float:
     """How much faster a training step runs at this task's threads (``setup.cpus``, the retrain's) than at a trial's:
     measured, because on this 2-core machine 2 threads gave 1.7x, not 2x (README)."""
     dev = device()
     data = setup.local_data()
-    model = build_model(backbone, len(data.classes), setup.pretrained(backbone))
+    model = Accel.for_device(dev).model(build_model(backbone, len(data.classes), setup.pretrained(backbone)))
     prep = preprocessing(model, data.image_size)
     x_all, y_all = data.load("train")
-    x = prep(to_unit(torch.from_numpy(np.ascontiguousarray(x_all[:images])).permute(0, 3, 1, 2).to(dev)))
+    x = prep(_batch(x_all[:images], dev))
     y = torch.from_numpy(y_all[:images]).to(dev)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)

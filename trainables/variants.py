@@ -70,7 +70,7 @@ def probabilities(
 ) -> np.ndarray:
     """Class probabilities ``[N, C]`` of ``data`` (float64); with ``tta`` the mean of the image's and its mirror's."""
     model.eval()
-    accel = accel or Accel(torch.device("cpu"))
+    accel = accel or Accel.for_device(torch.device("cpu"))
     net = FlipAverage(model) if tta else model
     out = []
     for idx in batches(len(data), 128):
