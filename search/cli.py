@@ -7,8 +7,11 @@ import argparse
 import dataclasses
 import importlib.util
 import logging
+import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,15 +20,16 @@ from datasets import UsageError, get_task, list_tasks
 from search.disk import disk_full, full_disk_line
 from search.errors import SearchFailed, SearchInterrupted
 from search.options import SearchOptions
-from search.parser import search_parser
+from search.parser import Parser, search_parser
 
-__all__ = ["COMMANDS", "INTERRUPTED", "datasets_clash", "log_to", "main"]
+__all__ = ["COMMANDS", "INTERRUPTED", "StopSignals", "datasets_clash", "log_to", "main"]
 
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _tasks_command(argv: Sequence[str]) -> int:
-    argparse.ArgumentParser(
+    Parser(
         prog="search tasks", description="The registered tasks: classes, layout, and whether their data was found."
     ).parse_args(argv)
     from search.data import data_locations
@@ -42,9 +46,7 @@ def _tasks_command(argv: Sequence[str]) -> int:
 
 
 def _report_command(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="search report", description="Rewrite OUT/summary.md and OUT/summary.csv from the searches in OUT."
-    )
+    p = Parser(prog="search report", description="Rewrite OUT/summary.md and OUT/summary.csv from the searches in OUT.")
     p.add_argument("--out", default="runs", help="results root the searches wrote (default ./runs)")
     args = p.parse_args(argv)
     if not any(Path(args.out).glob("*/best.json")):
@@ -56,7 +58,7 @@ def _report_command(argv: Sequence[str]) -> int:
 
 
 def _predict_command(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="search predict",
         description="Classify images with TASK's retrained model (OUT/TASK/model): a line per image, its top classes.",
     )
@@ -65,18 +67,18 @@ def _predict_command(argv: Sequence[str]) -> int:
     p.add_argument("--out", default="runs", help="results root the search wrote (default ./runs)")
     p.add_argument("--top", type=int, default=3, help="how many classes to show per image (default 3)")
     args = p.parse_args(argv)
-    from search.data import resolve_task
+    from search.data import task_folder
     from search.predict import SavedModel, predict_lines
 
-    name = resolve_task(args.task).name
-    saved = SavedModel.load(Path(args.out) / name / "model", f"python -m search {args.task} --out {args.out}")
+    folder = task_folder(args.task, args.out)
+    saved = SavedModel.load(folder / "model", f"python -m search {args.task} --out {args.out}")
     lines, failed = predict_lines(saved, args.images, args.top)
     print("\n".join(lines))
     return 2 if failed else 0
 
 
 def _export_command(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="search export",
         description="Write TASK's retrained model as OUT/TASK/model/model.onnx and check it against the torch model "
         "with ONNX Runtime on real images (the largest logit difference is printed).",
@@ -89,11 +91,11 @@ def _export_command(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     if missing := [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]:
         raise UsageError(f"search export --onnx needs {', '.join(missing)}: pip install 'search[export]'")
-    from search.data import resolve_task
+    from search.data import task_folder
     from search.export import ONNX_FILE, TOLERANCE, check_onnx, export_onnx, sample_inputs
     from search.predict import SavedModel
 
-    folder = Path(args.out) / resolve_task(args.task).name
+    folder = task_folder(args.task, args.out)
     saved = SavedModel.load(folder / "model", f"python -m search {args.task} --out {args.out}")
     inputs = sample_inputs(saved, folder, args.images or [])
     export_onnx(saved, folder / "model" / ONNX_FILE, args.opset)
@@ -109,7 +111,7 @@ COMMANDS = {"tasks": _tasks_command, "report": _report_command, "predict": _pred
 
 def _search_command(argv: Sequence[str]) -> int:
     parser = search_parser()
-    given = argparse.ArgumentParser(add_help=False)
+    given = Parser(add_help=False)
     given.add_argument("--config")
     if (path := given.parse_known_args(argv)[0].config) is not None:
         from search.config import config_defaults
@@ -118,18 +120,63 @@ def _search_command(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     names = list_tasks() if args.tasks == ["all"] else args.tasks
     options = [_options(name, args) for name in names]
+    from search.cluster import check_address
     from search.lock import unlock_all
     from search.prepare import Prepared
 
-    try:
-        prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
-        with log_to(Path(args.out) / "search.log"):
-            return _run_searches(parser, args, prepared)
-    finally:
-        unlock_all()
+    check_address(args.address or os.environ.get("RAY_ADDRESS"))
+    with StopSignals() as stops:
+        try:
+            prepared = [Prepared(o) for o in options]  # every task's input checked before Ray starts
+            with log_to(Path(args.out) / "search.log"):
+                return _run_searches(parser, args, prepared, stops)
+        except KeyboardInterrupt:
+            print(f"{stops.reason()} before the search started; nothing ran", file=sys.stderr)
+            return stops.exit_code()
+        finally:
+            unlock_all()
 
 
-def _run_searches(parser: argparse.ArgumentParser, args: argparse.Namespace, prepared: list) -> int:
+class StopSignals:
+    """SIGTERM and SIGHUP (a scheduler preempting the job, a closed terminal) stop a search as Ctrl-C does: Ray
+    Tune's own Ctrl-C handler while trials run (it ends the run and saves its state), KeyboardInterrupt otherwise.
+    Ray installs its handlers as it starts, so ``arm`` runs again after it."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.saved: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
+            self.saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        self.arm()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.saved.items():
+            signal.signal(number, handler)
+
+    def arm(self) -> None:
+        for number in self.saved:
+            signal.signal(number, self._stop)
+
+    def _stop(self, number: int, frame) -> None:
+        self.received.append(number)
+        interrupt = signal.getsignal(signal.SIGINT)
+        if callable(interrupt) and interrupt is not signal.default_int_handler:
+            interrupt(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def reason(self) -> str:
+        return f"terminated ({signal.Signals(self.received[0]).name})" if self.received else "interrupted"
+
+    def exit_code(self) -> int:
+        """The shell's code for the signal that stopped the command: 128 + its number, 130 for Ctrl-C."""
+        return 128 + self.received[0] if self.received else INTERRUPTED
+
+
+def _run_searches(parser: argparse.ArgumentParser, args: argparse.Namespace, prepared: list, stops: StopSignals) -> int:
     from results import best_markdown
     from search.cluster import ray_session
     from search.driver import run_task
@@ -142,6 +189,7 @@ def _run_searches(parser: argparse.ArgumentParser, args: argparse.Namespace, pre
     try:
         if todo:
             with ray_session(args.address, args.dashboard_port) as dashboard:
+                stops.arm()
                 if dashboard:
                     logging.getLogger("search").info("Ray dashboard: %s", dashboard)
                 for item in todo:
@@ -151,9 +199,9 @@ def _run_searches(parser: argparse.ArgumentParser, args: argparse.Namespace, pre
         rest = [p.options.task for p in prepared if p.options.task not in started]
         commands = [_command(parser, args, started, resume=True)] if started else []
         commands += [_command(parser, args, rest, resume=False)] if rest else []
-        reason = str(e) if isinstance(e, SearchInterrupted) else "interrupted"
+        reason = str(e) if isinstance(e, SearchInterrupted) and not stops.received else stops.reason()
         print(f"{reason}\nto continue: {' && '.join(commands)}", file=sys.stderr)
-        return INTERRUPTED
+        return stops.exit_code()
     summary = write_summary(args.out)
     if len(prepared) > 1:
         print(summary)
@@ -194,8 +242,10 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace, tasks: l
 
 
 def _options(name: str, args: argparse.Namespace) -> SearchOptions:
+    from search.data import recorded_task
+
     fields = {f.name for f in dataclasses.fields(SearchOptions)} - {"task"}
-    return SearchOptions(task=name, **{k: v for k, v in vars(args).items() if k in fields})
+    return SearchOptions(task=recorded_task(name, args.out), **{k: v for k, v in vars(args).items() if k in fields})
 
 
 def datasets_clash() -> str | None:
@@ -219,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command that continues."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its first run's "generated new fontManager"
     if clash := datasets_clash():
         print(clash, file=sys.stderr)
     try:

@@ -25,6 +25,7 @@ __all__ = [
     "Resources",
     "TOKEN_HELP",
     "WORKER_ENV",
+    "check_address",
     "check_shared_storage",
     "free_port",
     "join",
@@ -58,9 +59,7 @@ def ray_session(address: str | None = None, dashboard_port: int = DASHBOARD_PORT
         context = join(address)
     else:
         os.environ.update(WORKER_ENV)  # the local workers inherit it
-        # no dashboard (port 0) saves its processes' start, about 4 CPU-seconds: for scripts and CI
-        shown = dict(dashboard_host=LOOPBACK, dashboard_port=free_port(dashboard_port)) if dashboard_port else {}
-        context = ray.init(include_dashboard=bool(dashboard_port), logging_level=logging.WARNING, **shown)
+        context = _start_local(dashboard_port)
     try:
         url = context.dashboard_url
         yield f"http://{url}" if url and not url.startswith("http") else url
@@ -68,18 +67,40 @@ def ray_session(address: str | None = None, dashboard_port: int = DASHBOARD_PORT
         ray.shutdown()
 
 
+DASHBOARD_TRIES = 3
+
+
+def _start_local(port: int) -> object:
+    """A local Ray, its dashboard on loopback. At the default port the dashboard binds the first free port from 8265
+    on itself, so searches started at one moment each get one. A port asked for that another process takes between
+    the check and the dashboard's bind is retried on a free one; after that Ray starts without a dashboard."""
+    quiet = {"logging_level": logging.WARNING}
+    if not port:  # no dashboard saves its processes' start, about 4 CPU-seconds: for scripts and CI
+        return ray.init(include_dashboard=False, **quiet)
+    if port == DASHBOARD_PORT:
+        return ray.init(include_dashboard=True, dashboard_host=LOOPBACK, **quiet)
+    for attempt in range(DASHBOARD_TRIES):
+        chosen = free_port(port if attempt == 0 else 0)
+        try:
+            return ray.init(include_dashboard=True, dashboard_host=LOOPBACK, dashboard_port=chosen, **quiet)
+        except Exception as e:  # Ray raises ValueError for a taken port, a bare Exception when the dashboard dies
+            ray.shutdown()
+            log.warning("the dashboard could not listen on %d (%s)", chosen, str(e).strip().splitlines()[0][:200])
+    log.warning("starting Ray without a dashboard after %d ports failed", DASHBOARD_TRIES)
+    return ray.init(include_dashboard=False, **quiet)
+
+
 def free_port(port: int) -> int:
-    """``port`` when nothing listens there on loopback, else a free one: another search on this machine (of another
-    task) already shows its dashboard on the default."""
+    """``port`` when nothing listens there on loopback, else (or for 0) a free one the system picks."""
     with socket.socket() as probe:
         try:
             probe.bind((LOOPBACK, port))
-            return port
         except OSError:
             probe.bind((LOOPBACK, 0))
-            chosen = probe.getsockname()[1]
-    log.warning("port %d is taken (another search's dashboard?); the dashboard uses %d", port, chosen)
-    return chosen
+            log.warning(
+                "port %d is taken (another search's dashboard?); the dashboard uses %d", port, probe.getsockname()[1]
+            )
+        return probe.getsockname()[1]
 
 
 TOKEN_HELP = (
@@ -88,17 +109,23 @@ TOKEN_HELP = (
 )
 
 
+def check_address(address: str | None) -> None:
+    """A one-line UsageError, before any data is decoded, when nothing answers at ``address`` (HOST:PORT)."""
+    if address in (None, "", "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:  # Ray itself retries an unreachable address for two minutes
+        raise UsageError(
+            f"cannot reach a Ray cluster at --address {address} ({e}); start one with `ray start --head` "
+            "there, check the host and port, or leave --address out to run on this machine"
+        ) from None
+
+
 def join(address: str) -> object:
     """Connect to the Ray cluster at ``address``, or raise a one-line UsageError that says why not and the fix."""
-    if address not in ("auto", "local"):
-        host, _, port = address.removeprefix("ray://").rpartition(":")
-        try:
-            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
-        except (OSError, ValueError) as e:  # Ray itself retries an unreachable address for two minutes
-            raise UsageError(
-                f"cannot reach a Ray cluster at --address {address} ({e}); start one with `ray start --head` "
-                "there, check the host and port, or leave --address out to run on this machine"
-            ) from None
+    check_address(address)
     if "RAY_AUTH_MODE" not in os.environ:
         # a head of Ray 2.60 turns token authentication on and refuses a driver that does not send its token; Ray
         # read its configuration when imported, so it reads it again (as Ray's own tests do). No public API does

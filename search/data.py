@@ -32,7 +32,9 @@ __all__ = [
     "find_data",
     "how_to_get",
     "prepare",
+    "recorded_task",
     "resolve_task",
+    "task_folder",
 ]
 
 DATA_ENV = "SEARCH_DATA"  # a root holding one folder per task
@@ -46,6 +48,7 @@ class TaskData:
     task: Task
     cache: DataCache
     synthetic: bool
+    root: Path | None = None  # the image folder, absolute
 
 
 def resolve_task(name: str) -> Task | Path:
@@ -54,6 +57,26 @@ def resolve_task(name: str) -> Task | Path:
     if name not in list_tasks() and path.is_dir():
         return path
     return get_task(name)
+
+
+def recorded_task(name: str, out: str | Path) -> str:
+    """``name``, or, where it is neither a registered task nor a folder but the name of a search in OUT (as
+    ``summary.md`` and OUT show it), the image folder that search recorded in its ``search.json``."""
+    if name in list_tasks() or Path(name).expanduser().is_dir() or Path(name).name != name:
+        return name
+    from search.resume import SEARCH_FILE
+
+    path = Path(out).expanduser() / name / SEARCH_FILE
+    root = read_json(path, "start the search again with the image folder's path").get("data_root")
+    return root if isinstance(root, str) and Path(root).is_dir() else name
+
+
+def task_folder(name: str, out: str | Path) -> Path:
+    """OUT's folder for ``name``: a task, an image folder, or the name a search's folder in OUT has."""
+    plain = Path(out).expanduser() / name
+    if Path(name).name == name and plain.is_dir():
+        return plain
+    return Path(out).expanduser() / resolve_task(name).name
 
 
 def data_locations(task: Task) -> list[Path]:
@@ -144,7 +167,7 @@ def prepare(
             f"{task.name!r} has {task.num_classes}; point --data at the {task.name} dataset"
         )
     cache = build_cache(folder, image_size or task.image_size, cache_root)
-    return TaskData(task=task, cache=cache, synthetic=demo)
+    return TaskData(task=task, cache=cache, synthetic=demo, root=Path(root).resolve())
 
 
 def _kept_split(path: Path) -> dict[str, str] | None:

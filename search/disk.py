@@ -8,10 +8,30 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["disk_full", "full_disk_line"]
+__all__ = ["check_writable", "disk_full", "full_disk_line"]
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
+# a folder the search cannot write in: a read-only file system, another user's folder, a file in the path
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST)
 FULL_TEXTS = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Create ``folder`` and a file in it, or raise a one-line ``UsageError`` naming the option, the folder, why and
+    the fix: before anything is decoded or started."""
+    from datasets import UsageError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        if e.errno not in UNWRITABLE:
+            raise
+        raise UsageError(
+            f"cannot write in {option} {folder}: {e.strerror}; pass {option} a folder this user may write "
+            f"(e.g. {option} ~/runs) or make that one writable"
+        ) from None
 
 
 def disk_full(error: BaseException) -> bool:

@@ -137,7 +137,7 @@ def run_task(prepared: Prepared) -> dict:
         ranges=opts.space,
     )
     search_wall = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
-    write_json(opts.task_dir / SEARCH_FILE, {**prepared.signature, "elapsed_s": search_wall})
+    write_json(opts.task_dir / SEARCH_FILE, prepared.state(search_wall))
     trials = write_trial_tables(prepared, plan, outcome)
     record = best_record(prepared, plan, trials, search_wall, report)
     stages = {
@@ -208,7 +208,7 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
     recipes = baseline_points(backbones, opts.trials, {b for b, on in pretrained.items() if on})
     points = [*warm, *(("recipe", p) for p in recipes)]
     points = [(source, p) for source, p in points if within(p, opts.space)][: max(1, opts.trials // 2)]
-    write_json(opts.task_dir / SEARCH_FILE, {**prepared.signature, "elapsed_s": elapsed_before})
+    write_json(opts.task_dir / SEARCH_FILE, prepared.state(elapsed_before))
     stopper = None
     if opts.time_budget_s:
         speedup = measure_speedup(setup, resources, backbones[0]) if opts.retrain else 1.0

@@ -92,6 +92,8 @@ class SearchOptions:
                 f"--gpus-per-trial must be 0 (CPUs only), a fraction up to 1 (0.25 lets four trials share a GPU) "
                 f"or a whole number, got {self.gpus_per_trial:g}"
             )
+        if not 0 <= self.seed < 2**32:  # what NumPy's and Optuna's generators take
+            raise UsageError(f"--seed must be 0 to {2**32 - 1}, got {self.seed}")
         if self.pretrained is not None and self.pretrained not in MODES:
             raise UsageError(f"--pretrained must be one of {', '.join(MODES)}, got {self.pretrained!r}")
 

@@ -6,7 +6,15 @@ import argparse
 
 from datasets import UsageError, list_tasks
 
-__all__ = ["EXAMPLES", "search_parser"]
+__all__ = ["EXAMPLES", "Parser", "search_parser"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, except that a bad option is one line naming it (``UsageError``, exit 2), not the usage
+    block and a traceback-like error."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (`{self.prog} -h` lists the options)")
 
 
 def _duration(value: str) -> float:
@@ -16,6 +24,16 @@ def _duration(value: str) -> float:
         return parse_duration(value)
     except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: no dashboard), got {port}")
+    return port
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -43,7 +61,7 @@ other commands (each has its own -h):
 def search_parser() -> argparse.ArgumentParser:
     """The search's options in groups (data, search, resources, cluster, output, each filled below), each with its
     default."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="search",
         usage="search TASK [TASK ...] [options]\n       search {tasks,report,predict,export} ...",
         description="Hyperparameter search for transfer-learning image classifiers: Ray Tune runs the trials, "
@@ -166,7 +184,7 @@ def _cluster_options(cluster) -> None:
     cluster.add_argument(
         "--dashboard-port",
         metavar="PORT",
-        type=int,
+        type=_port,
         default=8265,
         help="the local Ray dashboard's port on 127.0.0.1 (default 8265; 0: no dashboard)",
     )

@@ -13,6 +13,7 @@ from datasets import UsageError, reading, report_line
 from results import top_configs
 from search.backbones import validate_backbones
 from search.data import prepare, resolve_task
+from search.disk import check_writable
 from search.lock import lock_task
 from search.options import ResolvedOptions, SearchOptions
 from search.resume import check_existing, finished_record
@@ -31,6 +32,9 @@ class Prepared:
 
     def __init__(self, options: SearchOptions):
         started = time.perf_counter()
+        check_writable(Path(options.out).expanduser(), "--out")
+        if options.storage and "://" not in options.storage:
+            check_writable(Path(options.storage).expanduser(), "--storage")
         out = Path(options.out).expanduser().resolve() / resolve_task(options.task).name
         lock_task(out)  # before any check: a running search is named at once, whatever the flags
         self.data = prepare(
@@ -42,6 +46,7 @@ class Prepared:
             split_file=out / "split.json",
         )
         report = self.data.cache.report()
+        self.data_root = str(self.data.root)  # what --resume TASK-NAME finds again (search.data.recorded_task)
         log.info("%s: %s", self.data.task.name, report_line(report))
         for warning in report.get("warnings", []):
             log.warning("%s: %s", self.data.task.name, warning)
@@ -74,6 +79,10 @@ class Prepared:
         self.seconds = time.perf_counter() - started  # decoding and weights: part of a --time-budget
         if self.done:
             log.info("%s: this search already finished (--retrain-again repeats the retrain)", self.data.task.name)
+
+    def state(self, elapsed_s: float) -> dict:
+        """``search.json``: what defines the search (checked by --resume), its image folder, the seconds it has run."""
+        return {**self.signature, "data_root": self.data_root, "elapsed_s": elapsed_s}
 
 
 def warm_start_points(source: str | None, backbones: tuple[str, ...], trials: int) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
+from urllib.parse import urlparse
 
 from datasets import UsageError
 
@@ -14,10 +15,34 @@ RETRAINED_RUN = "retrained"
 FINAL_METRICS = ("val_acc", "val_macro_f1", "test_acc", "test_macro_f1", "test_loss")
 
 
+# the tracking stores MLflow registers (its _tracking_store_registry); "" is a local folder
+TRACKING_SCHEMES = (
+    "",
+    "file",
+    "http",
+    "https",
+    "databricks",
+    "databricks-uc",
+    "uc",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+)
+
+
 def check_mlflow(uri: str | None) -> None:
     """Refuse ``--mlflow`` before Ray starts when MLflow is not installed."""
-    if uri and importlib.util.find_spec("mlflow") is None:
+    if not uri:
+        return
+    if importlib.util.find_spec("mlflow") is None:
         raise UsageError(f"--mlflow {uri}: MLflow is not installed; pip install 'search[mlflow]' (or mlflow-skinny)")
+    scheme = urlparse(uri).scheme.split("+")[0]  # postgresql+psycopg2:// is SQLAlchemy's dialect+driver
+    if scheme not in TRACKING_SCHEMES:
+        known = ", ".join(f"{s}://" for s in TRACKING_SCHEMES if s)
+        raise UsageError(
+            f"--mlflow {uri}: MLflow has no tracking store for '{scheme}'; give a folder or one of {known}"
+        )
 
 
 def mlflow_callbacks(uri: str | None, experiment: str) -> list:

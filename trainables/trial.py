@@ -99,7 +99,11 @@ def _train_trial(config: dict, setup: TrialSetup) -> None:
         free_memory()  # out of the except block, so the failed attempt's tensors (held by its traceback) can go
         smaller = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
         log.warning("batch of %d did not fit (%s); retrying with %d", cfg.batch_size, reason, smaller.batch_size)
-        fit(smaller, setup, ("train",), "val", report, load_checkpoint(latest[0]) if latest else resume)
+        # oneDNN fails every later primitive of a process whose allocation failed inside one (measured: the retry's
+        # first convolution); PyTorch's own kernels then train the smaller batch
+        onednn = "could not create a primitive" not in reason
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            fit(smaller, setup, ("train",), "val", report, load_checkpoint(latest[0]) if latest else resume)
 
 
 def _read_checkpoint(checkpoint: tune.Checkpoint) -> dict | None:
