@@ -17,13 +17,13 @@ FULL_TEXTS = ("No space left on device", "database or disk is full", "Disk quota
 
 
 def check_writable(folder: Path, option: str) -> None:
-    """Create ``folder`` and a file in it, or raise a one-line ``UsageError`` naming the option, the folder, why and
-    the fix: before anything is decoded or started."""
+    """Write a file in ``folder`` (or its nearest existing parent: a refused search leaves no folder behind), or
+    raise a one-line ``UsageError`` naming the option, the folder, why and the fix: before anything starts."""
     from datasets import UsageError
 
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        existing = next(d for d in [folder, *folder.parents] if d.exists())  # stat itself may be denied
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         if e.errno not in UNWRITABLE:
