@@ -105,11 +105,17 @@ def interrupted_search(eggs, tmp_path_factory) -> dict:
     stages["ctrl_c"] = {"code": first.finish(), "output": first.output(), "finished": done}
     stages["ctrl_c"]["trials"] = pd.read_parquet(out / task / "trials.parquet")
 
-    # 1b. SIGTERM to the driver alone, as Kubernetes or Slurm preempt a job, once two trials have finished
+    # 1b. SIGTERM to the driver alone, as Kubernetes or Slurm preempt a job, once two trials have finished and this
+    # driver's trials report (a signal before Python runs at all ends it as the system's default does)
+    def reported() -> int:
+        return sum(len(logged_results(t)) for t in experiment.glob("train_trial_*"))
+
+    before = reported()
     term = Driver(_command(eggs, out, "--resume"), out / "1b.log")
-    done = wait_for(finished(2), "two finished trials", process=term.process)
+    wait_for(lambda: reported() > before or None, "a new epoch", process=term.process)
+    wait_for(finished(2), "two finished trials", process=term.process)
     term.process.send_signal(signal.SIGTERM)
-    stages["sigterm"] = {"code": term.finish(), "output": term.output(), "finished": done}
+    stages["sigterm"] = {"code": term.finish(), "output": term.output()}
 
     # 2. the printed command, killed with SIGKILL (the driver alone) once three trials have finished, as a trial's
     # next checkpoint appears (trials pending)
