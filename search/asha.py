@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +31,33 @@ class ASHA(FIFOScheduler):
 
     A linear probe on cached features is recorded at each rung but never stopped: its epochs cost milliseconds, it
     never reports less than the probe the screening fitted, and TPE learns more from its last epoch than from a
-    pruned first one (on sports-a50 ASHA stopped the best backbone's probe at its first rung)."""
+    pruned first one (on sports-a50 ASHA stopped the best backbone's probe at its first rung).
+
+    ``known`` results, measured on the same validation split before the search (the screening's fitted probes), are
+    recorded at every rung from the start: asynchronous halving otherwise judges its first trials against the few
+    that happen to have reported, and on hymenoptera it let fine-tuning trials below the fitted probe run all their
+    epochs (docs/budget.md)."""
 
     def __init__(
-        self, state_file: str | Path, *, metric: str, mode: str, max_t: int, grace_period: int, reduction_factor: float
+        self,
+        state_file: str | Path,
+        *,
+        metric: str,
+        mode: str,
+        max_t: int,
+        grace_period: int,
+        reduction_factor: float,
+        known: Mapping[str, float] | None = None,
     ):
         super().__init__()
         self.state_file = Path(state_file)
         self.objective, self.max_t, self.reduction_factor = metric, max_t, reduction_factor
         self.sign = 1.0 if mode == "max" else -1.0
         count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
-        self.rungs: dict[float, dict[str, float]] = {grace_period * reduction_factor**k: {} for k in range(count)}
+        seeded = {name: self.sign * value for name, value in (known or {}).items()}
+        self.rungs: dict[float, dict[str, float]] = {
+            grace_period * reduction_factor**k: dict(seeded) for k in range(count)
+        }
         self.stopped = 0  # as Ray counts: trials stopped at a rung and trials that reached max_t
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
@@ -100,9 +117,22 @@ class ASHA(FIFOScheduler):
             raise DamagedFile(self.state_file, short(e), RUNGS_FIX) from None
 
 
-def make_scheduler(max_epochs: int, state_file: str | Path, metric: str = METRIC, mode: str = MODE) -> ASHA:
-    """Rungs at a quarter, half and all of ``max_epochs``; at each, the lower half stops. The time is the trial's
-    own epoch count, which a restored trial continues, not Ray's iteration counter."""
+def make_scheduler(
+    max_epochs: int,
+    state_file: str | Path,
+    known: Mapping[str, float] | None = None,
+    metric: str = METRIC,
+    mode: str = MODE,
+) -> ASHA:
+    """Rungs at a quarter, half and all of ``max_epochs``; at each, the lower half stops (``known`` results count
+    there too). The time is the trial's own epoch count, which a restored trial continues, not Ray's iteration
+    counter."""
     return ASHA(
-        state_file, metric=metric, mode=mode, max_t=max_epochs, grace_period=max(1, max_epochs // 4), reduction_factor=2
+        state_file,
+        metric=metric,
+        mode=mode,
+        max_t=max_epochs,
+        grace_period=max(1, max_epochs // 4),
+        reduction_factor=2,
+        known=known,
     )

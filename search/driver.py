@@ -113,6 +113,15 @@ class Plan:
     stopper: TimeBudget | None
     screening_s: float = 0.0
 
+    def fitted_probes(self) -> dict[str, float]:
+        """The screening's fitted probes of the pretrained backbones searched (a random one's features are no
+        probe's), by name: results ASHA counts at every rung."""
+        return {
+            f"fitted probe {b}": self.scores[b]["probe_val_acc"]
+            for b in self.backbones
+            if self.pretrained.get(b) and "probe_val_acc" in self.scores.get(b, {})
+        }
+
 
 def run_task(prepared: Prepared) -> dict:
     """Search (or continue the search), retrain and write every file of the contract under OUT/TASK; returns
@@ -135,6 +144,7 @@ def run_task(prepared: Prepared) -> dict:
         stopper=plan.stopper,
         callbacks=[*mlflow_callbacks(opts.mlflow, opts.task_name), *watch_memory(opts, plan.resources)],
         ranges=opts.space,
+        known=plan.fitted_probes(),
     )
     search_wall = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
     write_json(opts.task_dir / SEARCH_FILE, prepared.state(search_wall))

@@ -11,7 +11,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from ray.tune.search import Searcher
 
-from trainables import KNOBS, MAX_FREEZE_DEPTH, RECIPE, Range, knob_range
+from trainables import KNOBS, MAX_FREEZE_DEPTH, RECIPE, UNAUGMENTED_DEPTH, Range, knob_range
 
 __all__ = [
     "ConditionalSpace",
@@ -19,6 +19,7 @@ __all__ = [
     "MODE",
     "SOURCES",
     "StudySearch",
+    "augmented",
     "baseline_points",
     "in_space",
     "make_searcher",
@@ -48,7 +49,7 @@ def within(point: Mapping[str, object], ranges: Mapping[str, Range] | None) -> b
     out: the user asked not to search there)."""
     for name, r in (ranges or {}).items():
         value = point.get(name)
-        if value is None or (name == "aug_strength" and point.get("freeze_depth") == MAX_FREEZE_DEPTH):
+        if value is None or (name == "aug_strength" and not augmented(point)):
             continue
         if (value not in r.choices) if r.choices else not (r.low <= value <= r.high):
             return False
@@ -65,9 +66,14 @@ def _distribution(r: Range | None, backbones: Sequence[str]) -> BaseDistribution
     return FloatDistribution(r.low, r.high, log=r.log)
 
 
+def augmented(point: Mapping[str, object]) -> bool:
+    """Whether the search samples ``aug_strength`` for this configuration: not from ``UNAUGMENTED_DEPTH`` on."""
+    return int(point.get("freeze_depth", 0)) < UNAUGMENTED_DEPTH
+
+
 class ConditionalSpace:
-    """The space sampled define-by-run: a linear probe (the last freeze depth) trains on the frozen backbone's cached
-    features, where augmentation does not apply, so its ``aug_strength`` is 0 and never sampled."""
+    """The space sampled define-by-run: from ``UNAUGMENTED_DEPTH`` on (the last stage alone, or a linear probe on the
+    frozen backbone's cached features) a trial is not augmented, so its ``aug_strength`` is 0 and never sampled."""
 
     def __init__(self, backbones: Sequence[str], ranges: Mapping[str, Range] | None = None):
         self.distributions = search_space(backbones, ranges)
@@ -76,8 +82,8 @@ class ConditionalSpace:
         """One configuration, sampled (or, for an enqueued recipe, read) through ``trial``."""
         config: dict = {}
         for name, distribution in self.distributions.items():
-            probe = config.get("freeze_depth") == MAX_FREEZE_DEPTH
-            config[name] = 0.0 if name == "aug_strength" and probe else _suggest(trial, name, distribution)
+            fixed = name == "aug_strength" and not augmented(config)
+            config[name] = 0.0 if fixed else _suggest(trial, name, distribution)
         return config
 
 
@@ -90,8 +96,8 @@ def _suggest(trial: optuna.Trial, name: str, d: BaseDistribution) -> object:
 
 
 def in_space(point: dict) -> dict:
-    """A configuration as the conditional space holds it: a probe has no augmentation to set."""
-    return {k: v for k, v in point.items() if not (k == "aug_strength" and point["freeze_depth"] == MAX_FREEZE_DEPTH)}
+    """A configuration as the conditional space holds it: from ``UNAUGMENTED_DEPTH`` on, no augmentation to set."""
+    return {k: v for k, v in point.items() if not (k == "aug_strength" and not augmented(point))}
 
 
 def baseline_points(backbones: Sequence[str], trials: int, pretrained: Collection[str]) -> list[dict]:
@@ -217,7 +223,7 @@ def make_searcher(
             seed=seed,
             n_startup_trials=len(points) + min(10, max(3, trials // 4)),  # Optuna counts the recipes too
             multivariate=True,
-            group=True,  # the space is conditional: a probe has no aug_strength
+            group=True,  # the space is conditional: the deepest freeze depths have no aug_strength
             constant_liar=True,
         )
     return StudySearch(ConditionalSpace(backbones, ranges), max_epochs, points, sampler=sampler, storage=storage)

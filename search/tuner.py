@@ -75,10 +75,11 @@ def run_trials(
     stopper: tune.Stopper | None = None,
     callbacks: Sequence[tune.Callback] = (),
     ranges: Mapping[str, Range] | None = None,
+    known: Mapping[str, float] | None = None,
 ) -> Outcome:
     """Run (or, with ``resume``, continue) the search; the caller has checked that ``files`` fit the request.
     ``callbacks`` join the search's own (a restored search keeps those it started with); ``ranges`` replace the
-    declared space's (a config file's)."""
+    declared space's (a config file's); ``known`` validation results (name -> metric) count at ASHA's rungs."""
     wrapped = tune.with_resources(
         tune.with_parameters(trainable, setup=setup),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
@@ -99,7 +100,7 @@ def run_trials(
                 metric=METRIC,  # the scheduler's and the progress table's; the searcher gets it at creation
                 mode=MODE,
                 search_alg=searcher,
-                scheduler=make_scheduler(setup.max_epochs, files.rungs),
+                scheduler=make_scheduler(setup.max_epochs, files.rungs, known),
                 # with a time budget the budget ends the search: trials start while the plan fits, beyond --trials
                 num_samples=-1 if isinstance(stopper, TimeBudget) else trials,
                 max_concurrent_trials=None if resources.cluster else resources.concurrency,

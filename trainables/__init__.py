@@ -1,7 +1,7 @@
 """Worker side: everything that runs inside a trial."""
 
 from trainables.augment import augment
-from trainables.config import KNOBS, MAX_FREEZE_DEPTH, RECIPE, Range, TrialConfig, knob_range
+from trainables.config import KNOBS, MAX_FREEZE_DEPTH, RECIPE, UNAUGMENTED_DEPTH, Range, TrialConfig, knob_range
 from trainables.logme import logme
 from trainables.loop import Images, Schedule, evaluate, lr_at, macro_f1, train_epoch
 from trainables.model import build_model, freeze, preprocessing, stage_names, train_mode
@@ -14,6 +14,7 @@ from trainables.trial import retrain, train_trial
 __all__ = [
     "KNOBS",
     "MAX_FREEZE_DEPTH",
+    "UNAUGMENTED_DEPTH",
     "RECIPE",
     "Range",
     "Images",

@@ -8,9 +8,24 @@ from dataclasses import dataclass
 
 from datasets import UsageError
 
-__all__ = ["CASTS", "KNOBS", "MAX_FREEZE_DEPTH", "RECIPE", "Range", "TrialConfig", "knob", "knob_range"]
+__all__ = [
+    "CASTS",
+    "KNOBS",
+    "MAX_FREEZE_DEPTH",
+    "RECIPE",
+    "UNAUGMENTED_DEPTH",
+    "Range",
+    "TrialConfig",
+    "knob",
+    "knob_range",
+]
 
 MAX_FREEZE_DEPTH = 5
+# the search does not augment from this depth on: a probe (the last depth) trains on cached features, and with only
+# the last stage training, augmentation did not pay on real photos (val_acc with/without, lite0, 2-4 epochs:
+# hymenoptera 0.948/0.941 and 0.928/0.941, sports-a50 0.916/0.920; docs/budget.md) while the frozen boundary's
+# cached activations make such an epoch 2.9x cheaper (trainables.boundary)
+UNAUGMENTED_DEPTH = MAX_FREEZE_DEPTH - 1
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ __all__ = [
 
 
 class Images:
-    """Several memory-mapped arrays seen as one; reading a batch copies only that batch."""
+    """Several memory-mapped arrays ``[N, H, W, C]`` seen as one (decoded photos, or the activations at a frozen
+    boundary); reading a batch copies only that batch."""
 
     def __init__(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]):
         self.parts = [x for x, _ in parts]
@@ -43,10 +44,10 @@ class Images:
         return int(self.offsets[-1])
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images ``[B, 3, H, W]`` (channels-last in memory, as decoded) and int64 labels, rows in ``idx``
-        order; ``Accel.batch`` makes them float on the device."""
+        """The rows in ``idx`` order as ``[B, C, H, W]`` (channels-last in memory, as stored) and int64 labels;
+        ``Accel.batch`` puts them on the device (photos as float)."""
         idx = np.asarray(idx)
-        out = np.empty((len(idx), *self.parts[0].shape[1:]), dtype=np.uint8)
+        out = np.empty((len(idx), *self.parts[0].shape[1:]), dtype=self.parts[0].dtype)
         for k, x in enumerate(self.parts):
             lo, hi = self.offsets[k], self.offsets[k + 1]
             sel = np.flatnonzero((idx >= lo) & (idx < hi))
@@ -129,24 +130,28 @@ def train_epoch(
     schedule: Schedule,
     *,
     aug_strength: float,
-    prep: Preprocess,
+    prep: Preprocess | None,
     accel: Accel,
     keep_statistics: bool = False,
     size: int | None = None,
 ) -> tuple[float, int, float]:
     """One pass over ``data``; returns (mean loss, images seen, seconds). Augmentation runs on the device, on whole
     batches, in float32, drawn from (seed, epoch); the forward pass in ``accel``'s precision. ``keep_statistics``
-    keeps every BatchNorm layer's running statistics (``train_mode``); ``size`` trains smaller than the view."""
+    keeps every BatchNorm layer's running statistics (``train_mode``); ``size`` trains smaller than the view.
+    Without ``prep`` the data are the model's inputs as they are (a frozen boundary's activations: no augmentation)."""
+    if prep is None and aug_strength > 0:
+        raise ValueError(f"aug_strength {aug_strength} needs photos to augment, not activations; pass prep")
     train_mode(model, keep_statistics)
     gen = torch.Generator().manual_seed(schedule.seed * 100_003 + epoch)
 
     def loss_of(idx: np.ndarray) -> torch.Tensor:
         x, y = data.batch(idx)
         x, y = accel.batch(x), y.to(accel.device, non_blocking=True)
-        x = prep.train_view(x, aug_strength, gen)
-        if size is not None and size < x.shape[-1]:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        x = prep.normalize(x)
+        if prep is not None:
+            x = prep.train_view(x, aug_strength, gen)
+            if size is not None and size < x.shape[-1]:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            x = prep.normalize(x)
         with accel.autocast():
             return F.cross_entropy(model(x), y, label_smoothing=schedule.label_smoothing)
 
@@ -207,16 +212,18 @@ def evaluate(
     model: nn.Module,
     data: Images,
     num_classes: int,
-    prep: Preprocess,
+    prep: Preprocess | None,
     batch_size: int = 128,
     accel: Accel | None = None,
 ) -> dict:
-    """Loss, accuracy, macro-F1 and the confusion matrix on ``data`` (on the CPU unless ``accel`` says otherwise)."""
+    """Loss, accuracy, macro-F1 and the confusion matrix on ``data`` (on the CPU unless ``accel`` says otherwise);
+    without ``prep`` the data are the model's inputs as they are."""
     model.eval()
     accel = accel or Accel.for_device(torch.device("cpu"))
     logits = []
     for idx in batches(len(data), batch_size):
-        x = prep(accel.batch(data.batch(idx)[0]))
+        x = accel.batch(data.batch(idx)[0])
+        x = prep(x) if prep is not None else x
         with accel.autocast():
             logits.append(model(x).float().cpu())
     return classification_metrics(torch.cat(logits), torch.from_numpy(data.labels), num_classes)

@@ -34,8 +34,10 @@ __all__ = [
     "load_head",
     "probe_epoch",
     "probe_head",
+    "read_checked",
     "split_features",
     "weights_key",
+    "write_checked",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def weights_key(model: nn.Module, backbone: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_checked(path: Path, write: Callable[[Path], None]) -> None:
     """Write the file, then its SHA-256 beside it (``NAME.sha256``): a file without a matching one is not trusted."""
     digest: list[str] = []
 
@@ -78,7 +80,7 @@ def _digest_file(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _read_back(path: Path, load: Callable[[Path], T], whole: Callable[[T], bool]) -> T | None:
+def read_checked(path: Path, load: Callable[[Path], T], whole: Callable[[T], bool]) -> T | None:
     """What an earlier trial cached at ``path``, or None when it is not there or is damaged (then it is computed
     again and replaced, with one log line)."""
     if not path.is_file():
@@ -108,7 +110,7 @@ def split_features(
 ) -> np.ndarray:
     """Pooled pre-logit features ``[N, D]`` of one split, computed on the first call and read back after."""
     path = data.path / "features" / key / f"{split}.npy"
-    if (features := _read_back(path, np.load, lambda f: f.ndim == 2 and len(f) == data.sizes[split])) is not None:
+    if (features := read_checked(path, np.load, lambda f: f.ndim == 2 and len(f) == data.sizes[split])) is not None:
         return features
     model.eval()
     images = Images([data.load(split)])
@@ -118,7 +120,7 @@ def split_features(
         x = prep(accel.batch(images.batch(idx)[0]))
         parts.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu().numpy())
     features = np.concatenate(parts).astype(np.float32)
-    _atomic(path, lambda p: np.save(p, features))
+    write_checked(path, lambda p: np.save(p, features))
     return features
 
 
@@ -173,12 +175,14 @@ def probe_head(
     """The head fitted on ``features`` at the L2 ``choose_l2`` picks (kept as ``l2`` beside the weights): read from
     ``path``, or fitted once and written there."""
     shapes = {"weight": (num_classes, features.shape[1]), "bias": (num_classes,), "l2": (1,)}
-    read = _read_back(path, lambda p: load_file(str(p)), lambda h: {k: tuple(v.shape) for k, v in h.items()} == shapes)
+    read = read_checked(
+        path, lambda p: load_file(str(p)), lambda h: {k: tuple(v.shape) for k, v in h.items()} == shapes
+    )
     if read is not None:
         return read
     l2 = choose_l2(features, labels, num_classes, seed)
     head = {**fit_head(features, labels, num_classes, l2), "l2": torch.tensor([l2])}
-    _atomic(path, lambda p: save_file(head, str(p)))
+    write_checked(path, lambda p: save_file(head, str(p)))
     log.info(
         "fitted the probe head %s on %d images (L2 %g, chosen by %d-fold)", path.parent.name, len(labels), l2, FOLDS
     )

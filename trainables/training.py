@@ -4,6 +4,7 @@ head fitted on them), or the whole model, its new head first fitted on those fea
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 
 from datasets import DataCache
 from trainables.accel import Accel
+from trainables.boundary import Boundary, frozen_boundary, stages_after
 from trainables.checkpoint import restore_rng
 from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
 from trainables.loop import Images, Schedule, epoch_size, evaluate, train_epoch
@@ -156,7 +158,8 @@ class WholeModel(Run):
     """Images through the whole model, augmented, with the stages below ``freeze_depth`` frozen. From a fitted
     probe, every BatchNorm layer keeps its pretrained statistics: the probe was fitted on features normalised by
     them, and re-estimating them from small augmented batches moved real photos' validation accuracy from the
-    probe's 0.93 to 0.78-0.84 after one epoch, whatever the learning rate (README)."""
+    probe's 0.93 to 0.78-0.84 after one epoch, whatever the learning rate (README). With a ``boundary`` the frozen
+    stages' cached activations stand in for the photos they would see (``trainables.boundary``)."""
 
     train_images: Images | None = None
     val_images: Images | None = None
@@ -164,22 +167,28 @@ class WholeModel(Run):
     accel: Accel | None = None
     aug_strength: float = 0.0
     progressive: bool = False
+    boundary: Boundary | None = None
 
     def train(self, epoch: int) -> tuple[float, int, float]:
-        return train_epoch(
-            self.model,
-            self.optimizer,
-            self.train_images,
-            epoch,
-            self.schedule,
-            aug_strength=self.aug_strength,
-            prep=self.prep,
-            accel=self.accel,
-            keep_statistics=self.warm_head,
-            size=self.train_size(epoch),
-        )
+        cached = self.boundary.train if self.boundary else None
+        with stages_after(self.model, self.boundary.depth) if cached is not None else contextlib.nullcontext():
+            return train_epoch(
+                self.model,
+                self.optimizer,
+                self.train_images if cached is None else cached,
+                epoch,
+                self.schedule,
+                aug_strength=self.aug_strength,
+                prep=self.prep if cached is None else None,
+                accel=self.accel,
+                keep_statistics=self.warm_head,
+                size=self.train_size(epoch),
+            )
 
     def evaluate(self, epoch: int) -> dict:
+        if self.boundary and self.boundary.val is not None:
+            with stages_after(self.model, self.boundary.depth):
+                return evaluate(self.model, self.boundary.val, self.num_classes, None, accel=self.accel)
         return evaluate(self.model, self.val_images, self.num_classes, self.prep, accel=self.accel)
 
     def train_size(self, epoch: int) -> int:
@@ -233,6 +242,11 @@ def start(
         if warm_head and resume is None:
             path = head_path(data, key, train_splits)
             load_head(model.get_classifier(), probe_head(train_features, train.labels, num_classes, path, setup.seed))
+    boundary = None
+    if setup.feature_cache and 0 < config.freeze_depth < MAX_FREEZE_DEPTH and not setup.compile:
+        photos_only = config.aug_strength > 0 or setup.progressive  # what changes in each epoch cannot be cached
+        cached = () if photos_only else train_splits
+        boundary = frozen_boundary(model, config.backbone, config.freeze_depth, data, cached, val_split, prep, accel)
     if setup.compile:
         model.compile()  # in place: the state dict keeps its keys, so checkpoints and the saved model do not change
     groups = parameter_groups(model, BACKBONE_LR_SCALE if warm_head else 1.0)
@@ -267,4 +281,5 @@ def start(
         accel=accel,
         aug_strength=config.aug_strength,
         progressive=setup.progressive,
+        boundary=boundary,
     )

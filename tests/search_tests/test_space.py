@@ -1,3 +1,4 @@
+import pickle
 import random
 
 import optuna
@@ -44,9 +45,10 @@ def test_proposals_are_valid_trial_configs_within_the_contract_ranges():
         assert 0 <= cfg.freeze_depth <= 5 and 0 <= cfg.aug_strength <= 1
         assert 1e-4 <= cfg.lr <= 1e-2 and 0 <= cfg.label_smoothing <= 0.2
         assert cfg.batch_size in knob_range("batch_size").choices
-    probes = [c for c in configs if c["freeze_depth"] == 5]
-    assert probes and all(c["aug_strength"] == 0.0 for c in probes)  # augmentation never reaches cached features
-    assert any(c["aug_strength"] > 0 for c in configs if c["freeze_depth"] < 5)
+    # augmentation never reaches cached features or the cached activations at the last stage's boundary
+    unaugmented = [c for c in configs if c["freeze_depth"] >= 4]
+    assert {c["freeze_depth"] for c in unaugmented} == {4, 5} and all(c["aug_strength"] == 0 for c in unaugmented)
+    assert all(c["aug_strength"] > 0 for c in configs if c["freeze_depth"] < 4)
 
 
 def test_recipes_run_first_one_per_backbone_and_take_at_most_half(tmp_path):
@@ -115,6 +117,26 @@ def test_asha_stops_a_weak_fine_tuning_trial_but_never_a_probe_on_cached_feature
     probe = {"epoch": 1, "val_acc": 0.5, "wall_s": 0.3, "on_features": True}
     assert decide(None, trials["probe"], probe) == scheduler.CONTINUE
     assert scheduler.rungs[1.0]["probe"] == 0.5, "its value still sets the rung's cutoff"
+
+
+def test_asha_judges_the_first_trial_against_the_screenings_fitted_probe(tmp_path):
+    """Alone at a rung, a trial always goes on; with the fitted probe known there, one below it stops, at every rung,
+    and a --resume keeps the known result."""
+    plain = make_scheduler(4, tmp_path / "plain.json")
+    known = make_scheduler(4, tmp_path / "rungs.json", {"fitted probe b": 0.9})
+    first = Trial("__fake", trial_id="first", stub=True, config={})
+    result = {"epoch": 1, "val_acc": 0.85, "wall_s": 10.0}
+    for scheduler in (plain, known):
+        scheduler.set_search_properties("val_acc", "max")
+        scheduler.on_trial_add(None, first)
+    assert plain.on_trial_result(None, first, result) == plain.CONTINUE
+    assert known.on_trial_result(None, first, result) == known.STOP
+    second = Trial("__fake", trial_id="second", stub=True, config={})
+    known.on_trial_add(None, second)
+    assert known.on_trial_result(None, second, {"epoch": 1, "val_acc": 0.95, "wall_s": 10.0}) == known.CONTINUE
+    assert known.on_trial_result(None, second, {"epoch": 2, "val_acc": 0.88, "wall_s": 20.0}) == known.STOP
+    restored = pickle.loads(pickle.dumps(make_scheduler(4, tmp_path / "rungs.json")))
+    assert all(rung["fitted probe b"] == 0.9 for rung in restored.rungs.values())
 
 
 def test_our_asha_stops_exactly_the_trials_rays_asha_stops(tmp_path):
