@@ -1,7 +1,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint clean
+.PHONY: demo test quick lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,6 +13,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20
+
+# the tests that start no Ray, search, subprocess or browser: under a minute on 2 cores
+quick: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

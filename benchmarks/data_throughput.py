@@ -25,7 +25,7 @@ from datasets import build_cache, scan_folder
 from datasets.decode import DECODE_CROP_PCT
 from trainables import Images, Preprocess
 from trainables.accel import to_unit
-from trainables.loop import batches
+from trainables.steps import batches
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

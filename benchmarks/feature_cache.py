@@ -6,7 +6,7 @@ trial recomputing the frozen backbone's (augmented) forward pass every epoch, si
         --weights ../shared/weights/tf_efficientnet_lite0.safetensors --backbone tf_efficientnet_lite0 --size 224
 
 With ``--data`` and ``--weights`` it runs on real photos with real weights and also prints both trials' validation
-accuracy: whether augmenting a frozen backbone's input is worth its cost (README: the probe's cost).
+accuracy: whether augmenting a frozen backbone's input is worth its cost (docs/design.md, "Probes and fitted heads").
 """
 
 from __future__ import annotations

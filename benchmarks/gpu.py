@@ -7,9 +7,9 @@ sharing the GPU.
 For each backbone, on the same random images: training images per second of the project's epoch
 (``trainables.train_epoch``: uint8 batches copied to the GPU, augmentation there, mixed precision, channels-last)
 and of a bare timm loop (float batches already on the GPU, AMP, AdamW); the peak GPU memory a trial allocated
-beside ``search.packing``'s estimate; then the aggregate throughput of 1, 2 and 4 trials, each in its own process,
-training at the same time on the one GPU (as ``--gpus-per-trial 1``, ``0.5``, ``0.25`` run them). About 3 minutes
-on one H200. ``--device cpu`` with tiny sizes runs every path on a CPU (the test suite does).
+beside ``search.cluster.packing``'s estimate; then the aggregate throughput of 1, 2 and 4 trials, each in its own
+process, training at the same time on the one GPU (as ``--gpus-per-trial 1``, ``0.5``, ``0.25`` run them). About 3
+minutes on one H200. ``--device cpu`` with tiny sizes runs every path on a CPU (the test suite does).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from datasets import DEFAULT_BACKBONES, decoded_size
-from search.packing import estimate_mib
+from search.cluster.packing import estimate_mib
 from trainables import Images, build_model, freeze, preprocessing
 from trainables.accel import Accel
-from trainables.loop import Schedule, train_epoch
+from trainables.steps import Schedule, train_epoch
 
 MIB = 2**20
 

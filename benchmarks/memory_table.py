@@ -1,12 +1,12 @@
-"""Measure the GPU memory each backbone's trial needs, for the table in ``search/packing.py``; no GPU needed.
+"""Measure the GPU memory each backbone's trial needs, for the table in ``search/cluster/packing.py``; no GPU needed.
 
     .venv/bin/python benchmarks/memory_table.py [--backbones resnet18,resnet50,...]
 
 A trial's training steps (bf16 autocast, AdamW, every layer trained) run on fake tensors, which have sizes but no
 data, under PyTorch's memory tracker; the peak at batch 16 and 32 at 224 px gives a fixed part (weights, gradients,
 optimiser state) and a part per image. The CUDA context and cuDNN's workspaces are not tensors and are not counted:
-``search.packing`` adds a constant for them. ``benchmarks/gpu.py`` prints the peak a real GPU allocates beside this
-estimate. The last lines are the table, as ``search/packing.py`` holds it.
+``search.cluster.packing`` adds a constant for them. ``benchmarks/gpu.py`` prints the peak a real GPU allocates beside
+this estimate. The last lines are the table, as ``search/cluster/packing.py`` holds it.
 """
 
 from __future__ import annotations

@@ -38,9 +38,9 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from search.asha import make_scheduler
-from search.retention import CheckpointRetention
-from search.space import METRIC, MODE, baseline_points, make_searcher, search_space
+from search.tuning.asha import make_scheduler
+from search.tuning.retention import CheckpointRetention
+from search.tuning.space import METRIC, MODE, baseline_points, make_searcher, search_space
 from trainables import MAX_FREEZE_DEPTH, RECIPE, TrialSetup, train_trial
 
 METHODS = ("tpe+asha", "random+asha", "random", "grid")

@@ -11,9 +11,8 @@ from datasets.cache import (
     report_line,
 )
 from datasets.decode import decode, decoded_size
-from datasets.errors import DamagedFile, UsageError, reading, short
-from datasets.files import atomic_folder, atomic_write
 from datasets.folders import SPLITS, ImageFolder, scan_folder, split_map
+from datasets.shared import DamagedFile, UsageError, atomic_folder, atomic_write, reading, short
 from datasets.synthetic import make_demo_dataset, render_egg
 from datasets.tasks import DEFAULT_BACKBONES, Task, folder_task, get_task, list_tasks
 

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from datasets.decode import decode, decoded_size
-from datasets.errors import UsageError
-from datasets.files import atomic_folder
 from datasets.folders import SPLITS, ImageFolder
+from datasets.shared import UsageError, atomic_folder
 
 __all__ = [
     "CACHE_VERSION",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import UsageError
+from datasets.shared import UsageError
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "SPLITS", "SPLIT_ALIASES", "scan_folder", "split_map"]
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from datasets.errors import UsageError
-from datasets.files import atomic_folder, atomic_write
+from datasets.shared import UsageError, atomic_folder, atomic_write
 from datasets.standins import FACES, SPORTS, render_face, render_sport
 
 __all__ = ["DEMO_SIZES", "GENERATOR_VERSION", "RENDER", "STANDINS", "StandIn", "make_demo_dataset", "render_egg"]

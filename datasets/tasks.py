@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from datasets.errors import UsageError
+from datasets.shared import UsageError
 
 __all__ = ["DEFAULT_BACKBONES", "Task", "folder_task", "get_task", "list_tasks"]
 

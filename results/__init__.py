@@ -11,9 +11,9 @@ from results.analysis import (
     top_confusions,
     top_k_frame,
 )
+from results.html import report_html
 from results.io import atomic_write, copy_tree, read_json, write_csv, write_json, write_parquet, write_text
 from results.plots import accuracy_latency, confusion, importance, learning_curves, search_progress
-from results.report import report_html
 from results.tables import (
     CONFIG_COLUMNS,
     EPOCH_COLUMNS,

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from datasets.errors import DamagedFile, short
-from datasets.files import atomic_write
+from datasets.shared import DamagedFile, atomic_write, short
 
 __all__ = ["copy_tree", "read_json", "write_csv", "write_json", "write_parquet", "write_text"]
 

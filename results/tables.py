@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from trainables.config import KNOBS
+from trainables.trial_config import KNOBS
 
 __all__ = [
     "CONFIG_COLUMNS",

@@ -7,8 +7,12 @@ from importlib import import_module
 
 __all__ = ["SearchOptions", "SearchResult", "main", "make_searcher", "run", "search_space"]
 
-_HOMES = {"SearchOptions": "search.options", "main": "search.cli", "make_searcher": "search.space"}
-_HOMES |= {"search_space": "search.space", "run": "search.api", "SearchResult": "search.api"}
+_HOMES = {
+    "SearchOptions": "search.command_line.options",
+    "main": "search.command_line.main",
+    "make_searcher": "search.tuning.space",
+}
+_HOMES |= {"search_space": "search.tuning.space", "run": "search.api", "SearchResult": "search.api"}
 
 
 def __getattr__(name: str):

@@ -3,7 +3,6 @@ the results as objects."""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from datasets import UsageError
-from search.cli import log_to
-from search.cluster import DASHBOARD_PORT, ray_session
-from search.config import config_defaults, parse_space
-from search.lock import unlock_all
-from search.options import SearchOptions
-from search.parser import search_parser
+from search.command_line.config_file import config_defaults, parse_space
+from search.command_line.options import SearchOptions, declared
 
 __all__ = ["SearchResult", "run"]
 
@@ -41,7 +36,7 @@ class SearchResult:
         return self.folder / "model"
 
 
-def run(task: str, *, dashboard_port: int = DASHBOARD_PORT, **options) -> SearchResult:
+def run(task: str, **options) -> SearchResult:
     """Search ``task`` (a registered task's name or an image folder) with the command line's options, spelled as
     keywords (``max_epochs=4``, ``backbones=["resnet18"]``, ``out="runs"``, ``config="search.toml"``, ``space={"lr":
     {"low": 1e-4, "high": 1e-3}}``), and write the same files under OUT/TASK.
@@ -50,29 +45,20 @@ def run(task: str, *, dashboard_port: int = DASHBOARD_PORT, **options) -> Search
     runs for this call. Bad options or data raise ``UsageError`` before anything starts; a search that gave nothing to
     choose from raises ``SearchFailed``; Ctrl-C raises ``SearchInterrupted`` (``resume=True`` continues it).
     """
-    from search.driver import run_task  # Ray, torch and timm: only once a search runs
-    from search.prepare import Prepared
+    from search.runs import prepared_tasks, run_prepared  # Ray, torch and timm: only once a search runs
 
-    try:
-        prepared = Prepared(_options(task, options))
-        folder = prepared.options.task_dir
-        record = prepared.done
-        if not record:
-            with (
-                log_to(Path(prepared.options.out) / "search.log"),
-                ray_session(prepared.options.address, dashboard_port),
-            ):
-                record = run_task(prepared)
-        return SearchResult(
-            folder, record, pd.read_parquet(folder / "trials.parquet"), pd.read_parquet(folder / "epochs.parquet")
-        )
-    finally:
-        unlock_all()
+    with prepared_tasks([_options(task, options)]) as [prepared]:
+        ran = [record for _, record in run_prepared([prepared])]
+    record = ran[0] if ran else prepared.done
+    folder = prepared.options.task_dir
+    return SearchResult(
+        folder, record, pd.read_parquet(folder / "trials.parquet"), pd.read_parquet(folder / "epochs.parquet")
+    )
 
 
 def _options(task: str, options: dict) -> SearchOptions:
     """The keywords as the command line's options: a ``config`` file's first, the keywords over them."""
-    names = [f.name for f in dataclasses.fields(SearchOptions) if f.name != "task"]
+    names = list(declared())
     for key in options:
         if key not in [*names, "config"]:
             close = difflib.get_close_matches(key, [*names, "config"], n=3)
@@ -80,7 +66,7 @@ def _options(task: str, options: dict) -> SearchOptions:
             raise UsageError(f"run(): unknown option {key!r}; {hint}")
     merged = {}
     if (path := options.pop("config", None)) is not None:
-        merged = {k: v for k, v in config_defaults(path, search_parser()).items() if k in names}
+        merged = config_defaults(path)
     if "space" in options and options["space"] is not None:
         options["space"] = parse_space(options["space"], "run(space=...)")
     if isinstance(options.get("backbones"), str):

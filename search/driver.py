@@ -30,23 +30,12 @@ from results import (
     write_parquet,
     write_text,
 )
-from search.budget import BUDGET_FILE, SEARCH_FIX, TABLES_S, Costs, TimeBudget, member_cost
-from search.cluster import Resources, check_shared_storage, node_resources, plan_resources
-from search.config import CONFIG_FILE, config_text
-from search.costs import backbone_costs
-from search.errors import SearchFailed, SearchInterrupted
-from search.model_dir import save_ensemble, save_model
-from search.options import ResolvedOptions
-from search.packing import MemoryWatch, packing_warnings
-from search.prepare import Prepared
-from search.report import write_task_report
-from search.resume import SEARCH_FILE, discard_search, search_record
-from search.retrain import retrain_summary, submit_retrains
-from search.screen import kept_backbones, measure_speedup, screen_backbones
-from search.space import baseline_points, space_range, trial_sources, within
-from search.tracking import log_retrained, mlflow_callbacks
-from search.tuner import Outcome, run_trials
-from search.variants import (
+from search.cluster.packing import MemoryWatch, packing_warnings
+from search.cluster.session import Resources, check_shared_storage, node_resources, plan_resources
+from search.command_line.config_file import CONFIG_FILE, config_text
+from search.command_line.options import ResolvedOptions
+from search.failures import SearchFailed, SearchInterrupted
+from search.final.choose import (
     AUTO_MEMBERS,
     candidates,
     choose_variants,
@@ -56,6 +45,17 @@ from search.variants import (
     trial_config,
     variant_rows,
 )
+from search.final.model_dir import save_ensemble, save_model
+from search.final.retrain import retrain_summary, submit_retrains
+from search.inputs.prepare import Prepared
+from search.inputs.resume import SEARCH_FILE, discard_search, search_record
+from search.outputs import write_task_report
+from search.tuning.budget import BUDGET_FILE, SEARCH_FIX, TABLES_S, Costs, TimeBudget, member_cost
+from search.tuning.costs import backbone_costs
+from search.tuning.prescreen import kept_backbones, measure_speedup, screen_backbones
+from search.tuning.space import baseline_points, space_range, trial_sources, within
+from search.tuning.tracking import log_retrained, mlflow_callbacks
+from search.tuning.tuner import Outcome, run_trials
 from trainables import TrialSetup
 
 __all__ = [
@@ -148,7 +148,7 @@ def run_task(prepared: Prepared) -> dict:
     )
     search_wall = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
     write_json(opts.task_dir / SEARCH_FILE, prepared.state(search_wall))
-    trials = write_trial_tables(prepared, plan, outcome)
+    trials, epochs = write_trial_tables(prepared, plan, outcome)
     record = best_record(prepared, plan, trials, search_wall, report)
     stages = {
         "prepare": prepared.seconds + searching - begun - plan.screening_s,
@@ -157,18 +157,21 @@ def run_task(prepared: Prepared) -> dict:
     }
     if opts.retrain:
         final = time.perf_counter()
-        retrain_best(prepared, plan, record, trials, outcome.records)
+        record = retrain_best(prepared, plan, record, trials, outcome.records)
         stages["final"] = time.perf_counter() - final
     tables = time.perf_counter()
-    record["stages_s"] = {k: round(v, 1) for k, v in stages.items()}
-    write_results(prepared, plan, record, trials, epochs_frame(outcome.records), report)
+    record = write_results(prepared, plan, {**record, "stages_s": _rounded(stages)}, trials, epochs, report)
     stages["tables"] = time.perf_counter() - tables
     if plan.stopper is not None:
         whole = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
-        plan.stopper.write(actual={**{k: round(v, 1) for k, v in stages.items()}, "whole_s": round(whole, 1)})
+        plan.stopper.write(actual={**_rounded(stages), "whole_s": round(whole, 1)})
     if opts.retrain:
         log_retrained(opts.mlflow, opts.task_name, record)
     return record
+
+
+def _rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in seconds.items()}
 
 
 def start_folder(prepared: Prepared) -> dict:
@@ -250,8 +253,8 @@ def plan_costs(
     return Costs(forward, heads, speedup, dict(sizes), opts.image_size, opts.max_epochs, progressive)
 
 
-def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> pd.DataFrame:
-    """trials.parquet and epochs.parquet; after Ctrl-C, SearchInterrupted once they are written."""
+def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """trials.parquet and epochs.parquet, returned; after Ctrl-C, SearchInterrupted once they are written."""
     opts, out = prepared.options, prepared.options.task_dir
     budget_ended = budget_end(out) is not None
     sources = trial_sources(prepared.files.study_url())
@@ -260,9 +263,9 @@ def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> pd.D
         for r in outcome.records
         if r["finished"] and not (budget_ended and not r["history"] and not r["error"])  # never started
     ]
-    trials = trials_frame(finished, opts.max_epochs, plan.pretrained)
+    trials, epochs = trials_frame(finished, opts.max_epochs, plan.pretrained), epochs_frame(outcome.records)
     write_parquet(out / "trials.parquet", trials)
-    write_parquet(out / "epochs.parquet", epochs_frame(outcome.records))
+    write_parquet(out / "epochs.parquet", epochs)
     # Ctrl-C between two trials: Ray Tune returns the finished ones alone, before the next one exists (with a time
     # budget only the budget ends a search)
     cut_short = not budget_ended and (bool(opts.time_budget_s) or len(outcome.records) < opts.trials)
@@ -271,7 +274,7 @@ def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> pd.D
             f"{prepared.data.task.name}: stopped with {len(finished)} of {opts.trials} trials finished "
             f"(their tables are in {out}; every trial's latest checkpoint is kept)"
         )
-    return trials
+    return trials, epochs
 
 
 def budget_end(task_dir) -> str | None:
@@ -324,10 +327,10 @@ def best_record(prepared: Prepared, plan: Plan, trials: pd.DataFrame, search_wal
     }
 
 
-def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFrame, records: list[dict]) -> None:
+def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFrame, records: list[dict]) -> dict:
     """Train the best configuration on train+val (once per seed), and the soup's and ensemble's members once each;
-    save the variant chosen (ensemble, else soup, else the first seed's single model), test them all, and add the
-    test figures, each variant's, the choice and why, and the retrains' cost to ``record``. With a time budget the
+    save the variant chosen (ensemble, else soup, else the first seed's single model), test them all; returns
+    ``record`` with the test figures, each variant's, the choice and why, and the retrains' cost. With a time budget the
     driver chooses the ensemble and test-time augmentation itself: what fits the time left and raises validation
     accuracy."""
     opts, data, resources, config = prepared.options, prepared.data, plan.resources, record["config"]
@@ -374,7 +377,7 @@ def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFr
         soup_state, soup = retrained_soup(chosen, runs, plan.setup, resources, config["backbone"])
     labels = data.cache.load("test")[1]
     backbones = {t: c["backbone"] for t, c in configs.items()}
-    record["variants"] = variant_rows(chosen, runs, soup, labels, len(classes), record["trial_id"], backbones)
+    variants = variant_rows(chosen, runs, soup, labels, len(classes), record["trial_id"], backbones)
     saved = "ensemble" if "ensemble" in chosen else "soup" if soup is not None else "single"
     model_dir = opts.task_dir / "model"
     if saved == "ensemble":
@@ -384,19 +387,21 @@ def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFr
         save_model(model_dir, soup_run, config, classes, opts.image_size, tta=tta, soup=chosen["soup"]["members"])
     else:
         save_model(model_dir, runs[record["trial_id"]], config, classes, opts.image_size, tta=tta)
-    record.update(retrain_summary(outcomes[record["trial_id"]]))
-    saved_row = next(r for r in record["variants"] if r["variant"] == saved and r["tta"] == tta)
-    record.update(
-        model_variant=saved,
-        tta=tta,
-        saved_test_acc=saved_row["test_acc"],
-        variants_asked={"soup": opts.soup, "ensemble": opts.ensemble, "auto": plan.stopper is not None},
-        variant_reason=why,
-    )
+    saved_row = next(r for r in variants if r["variant"] == saved and r["tta"] == tta)
     wall = sum(r["wall_s"] for o in outcomes.values() for r in o)
-    record["retrain_wall_s"] = wall
-    record["cpu_hours"] += wall * resources.retrain_cpus / 3600
-    record["gpu_hours"] += wall * resources.retrain_gpus / 3600
+    return {
+        **record,
+        "variants": variants,
+        **retrain_summary(outcomes[record["trial_id"]]),
+        "model_variant": saved,
+        "tta": tta,
+        "saved_test_acc": saved_row["test_acc"],
+        "variants_asked": {"soup": opts.soup, "ensemble": opts.ensemble, "auto": plan.stopper is not None},
+        "variant_reason": why,
+        "retrain_wall_s": wall,
+        "cpu_hours": record["cpu_hours"] + wall * resources.retrain_cpus / 3600,
+        "gpu_hours": record["gpu_hours"] + wall * resources.retrain_gpus / 3600,
+    }
 
 
 def _budgeted_variants(
@@ -445,13 +450,14 @@ def _members(chosen: dict) -> str:
 
 def write_results(
     prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, report: dict
-) -> None:
-    """The report, best.json and best.md (last: their presence means the task finished); a copy in --storage."""
+) -> dict:
+    """The report, best.json and best.md (last: their presence means the task finished); a copy in --storage.
+    Returns best.json's content: ``record`` with each variant's cost."""
     opts, out = prepared.options, prepared.options.task_dir
     costs = backbone_costs(list(opts.backbones), len(prepared.data.cache.classes), opts.image_size)
     costs = {b: {**costs.get(b, {}), **plan.scores.get(b, {})} for b in opts.backbones}
     if "variants" in record:
-        record["variants"] = priced_variants(record["variants"], costs)
+        record = {**record, "variants": priced_variants(record["variants"], costs)}
     write_task_report(out, record, trials, epochs, costs, prepared.files.study_url(), report)
     write_json(out / "best.json", record)
     write_text(out / "best.md", best_markdown(record))
@@ -460,3 +466,4 @@ def write_results(
         log.info(
             "%s: copied %d result files to %s/%s/results", opts.task_name, len(copied), opts.storage, opts.task_name
         )
+    return record

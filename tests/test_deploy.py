@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from datasets import UsageError
-from search.cluster import plan_resources
-from search.parser import search_parser
+from search.cluster.session import plan_resources
+from search.command_line.parser import search_parser
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 

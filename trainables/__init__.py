@@ -1,42 +1,44 @@
-"""Worker side: everything that runs inside a trial."""
+"""Worker side: everything that runs inside a trial.
 
-from trainables.augment import augment
-from trainables.config import KNOBS, MAX_FREEZE_DEPTH, RECIPE, UNAUGMENTED_DEPTH, Range, TrialConfig, knob_range
-from trainables.logme import logme
-from trainables.loop import Images, Schedule, evaluate, lr_at, macro_f1, train_epoch
-from trainables.model import build_model, freeze, preprocessing, stage_names, train_mode
-from trainables.preprocess import Preprocess
-from trainables.screen import screen_backbone, thread_speedup
-from trainables.setup import TrialSetup
-from trainables.training import fit
-from trainables.trial import retrain, train_trial
+Names are imported on first use, so that reading a trial's configuration (``trainables.trial_config``, which the
+tables use) does not load torch, timm and Ray.
+"""
 
-__all__ = [
-    "KNOBS",
-    "MAX_FREEZE_DEPTH",
-    "UNAUGMENTED_DEPTH",
-    "RECIPE",
-    "Range",
-    "Images",
-    "Preprocess",
-    "Schedule",
-    "TrialConfig",
-    "TrialSetup",
-    "augment",
-    "build_model",
-    "evaluate",
-    "fit",
-    "freeze",
-    "knob_range",
-    "logme",
-    "lr_at",
-    "macro_f1",
-    "preprocessing",
-    "retrain",
-    "screen_backbone",
-    "stage_names",
-    "thread_speedup",
-    "train_epoch",
-    "train_mode",
-    "train_trial",
-]
+from importlib import import_module
+
+_HOMES = {
+    "KNOBS": "trainables.trial_config",
+    "MAX_FREEZE_DEPTH": "trainables.trial_config",
+    "RECIPE": "trainables.trial_config",
+    "UNAUGMENTED_DEPTH": "trainables.trial_config",
+    "Images": "trainables.steps",
+    "Preprocess": "trainables.preprocess",
+    "Range": "trainables.trial_config",
+    "Schedule": "trainables.steps",
+    "TrialConfig": "trainables.trial_config",
+    "TrialSetup": "trainables.setup",
+    "augment": "trainables.augmentation",
+    "build_model": "trainables.model",
+    "evaluate": "trainables.steps",
+    "fit": "trainables.training",
+    "freeze": "trainables.model",
+    "knob_range": "trainables.trial_config",
+    "logme": "trainables.transferability",
+    "lr_at": "trainables.steps",
+    "macro_f1": "trainables.steps",
+    "preprocessing": "trainables.model",
+    "retrain": "trainables.trial",
+    "screen_backbone": "trainables.screening",
+    "stage_names": "trainables.model",
+    "thread_speedup": "trainables.screening",
+    "train_epoch": "trainables.steps",
+    "train_mode": "trainables.model",
+    "train_trial": "trainables.trial",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'trainables' has no attribute {name!r}; it has {', '.join(__all__)}")
+    return getattr(import_module(_HOMES[name]), name)

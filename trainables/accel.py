@@ -49,7 +49,7 @@ class Accel:
         """A host batch on the device, in the model's memory format, through pinned memory without waiting: uint8
         photos copied as bytes (a quarter of the floats' size) and made float 0..1 there; float activations as
         they are."""
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and x.device.type == "cpu":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.to(self.device)
         return self._layout(x if x.is_floating_point() else to_unit(x))

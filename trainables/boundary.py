@@ -17,10 +17,10 @@ from torch import nn
 
 from datasets import DataCache
 from trainables.accel import Accel
-from trainables.loop import Images, batches
 from trainables.model import stage_names
 from trainables.preprocess import Preprocess
 from trainables.probe import read_checked, weights_key, write_checked
+from trainables.steps import Images, batches
 
 __all__ = ["BOUNDARY_BYTES", "Boundary", "frozen_boundary", "prefix_forward", "stages_after"]
 

@@ -7,8 +7,8 @@ import torch
 from timm.data import resolve_model_data_config
 from torch import nn
 
-from trainables.config import MAX_FREEZE_DEPTH
 from trainables.preprocess import Preprocess
+from trainables.trial_config import MAX_FREEZE_DEPTH
 
 __all__ = ["build_model", "freeze", "parameter_groups", "preprocessing", "stage_names", "train_mode"]
 

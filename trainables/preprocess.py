@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainables.augment import augment
+from trainables.augmentation import augment
 
 __all__ = ["Preprocess"]
 

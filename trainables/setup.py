@@ -25,7 +25,7 @@ class TrialSetup:
     cpus: int = 1
     weights: dict[str, Any] = field(default_factory=dict)  # backbone -> ObjectRef of its pretrained state dict
     feature_cache: bool = True  # probes train on cached features; fine-tuning starts from a head fitted on them
-    # fine-tuning's first epochs at a smaller side (``trainables.loop.epoch_size``): off, as measured on real photos
+    # fine-tuning's first epochs at a smaller side (``trainables.steps.epoch_size``): off, as measured on real photos
     # (benchmarks/progressive.py: 1.6x cheaper first epochs, 2-3 points lower at ASHA's first rung and after)
     progressive: bool = False
     compile: bool = False  # torch.compile the model: slower first epoch, faster later ones on a GPU

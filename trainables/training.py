@@ -17,13 +17,13 @@ from datasets import DataCache
 from trainables.accel import Accel
 from trainables.boundary import Boundary, frozen_boundary, stages_after
 from trainables.checkpoint import restore_rng
-from trainables.config import MAX_FREEZE_DEPTH, TrialConfig
-from trainables.loop import Images, Schedule, epoch_size, evaluate, train_epoch
 from trainables.model import build_model, freeze, parameter_groups, preprocessing
 from trainables.peak import peak_memory_mb, reset_peak_memory
 from trainables.preprocess import Preprocess
-from trainables.probe import evaluate_features, load_head, probe_epoch, probe_head, split_features, weights_key
+from trainables.probe import evaluate_features, load_head, probe_head, split_features, weights_key
 from trainables.setup import TrialSetup, device
+from trainables.steps import Images, OnDevice, Schedule, epoch_size, evaluate, train_epoch
+from trainables.trial_config import MAX_FREEZE_DEPTH, TrialConfig
 
 __all__ = ["BACKBONE_LR_SCALE", "HeadOnFeatures", "Run", "WholeModel", "fit", "head_path", "start"]
 
@@ -115,9 +115,9 @@ class Run:
 @dataclass
 class HeadOnFeatures(Run):
     """A linear probe: the frozen backbone's output never changes, so its epochs train the head on cached
-    features, from the head fitted on them; augmentation does not apply (README: why). With a validation split an
-    epoch that scores lower (accuracy, then loss) than the best so far, the fitted head included, is undone: a probe
-    trial never reports less than its fitted probe, and its checkpoint holds what it reports."""
+    features, from the head fitted on them; augmentation does not apply (docs/design.md: why). With a validation
+    split an epoch that scores lower (accuracy, then loss) than the best so far, the fitted head included, is
+    undone: a probe trial never reports less than its fitted probe, and its checkpoint holds what it reports."""
 
     features: torch.Tensor | None = None
     labels: torch.Tensor | None = None
@@ -131,7 +131,9 @@ class HeadOnFeatures(Run):
         head = self.model.get_classifier()
         if self.val_features is not None and self.best is None:  # the head it starts from: fitted, or resumed
             self._keep(self._evaluate(), self.start_kept)
-        return probe_epoch(head, self.optimizer, self.features, self.labels, epoch, self.schedule, dropout=self.dropout)
+        inputs = OnDevice(self.features, self.labels)
+        model = nn.Sequential(nn.Dropout(self.dropout), head)  # the dropout the whole model puts before its head
+        return train_epoch(model, self.optimizer, inputs, epoch, self.schedule, accel=Accel(self.features.device))
 
     def evaluate(self, epoch: int) -> dict:
         result = self._evaluate()
@@ -158,8 +160,9 @@ class WholeModel(Run):
     """Images through the whole model, augmented, with the stages below ``freeze_depth`` frozen. From a fitted
     probe, every BatchNorm layer keeps its pretrained statistics: the probe was fitted on features normalised by
     them, and re-estimating them from small augmented batches moved real photos' validation accuracy from the
-    probe's 0.93 to 0.78-0.84 after one epoch, whatever the learning rate (README). With a ``boundary`` the frozen
-    stages' cached activations stand in for the photos they would see (``trainables.boundary``)."""
+    probe's 0.93 to 0.78-0.84 after one epoch, whatever the learning rate (docs/measurements.md). With a
+    ``boundary`` the frozen stages' cached activations stand in for the photos they would see
+    (``trainables.boundary``)."""
 
     train_images: Images | None = None
     val_images: Images | None = None

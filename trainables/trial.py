@@ -21,12 +21,12 @@ from torch import nn
 from datasets import atomic_write, short
 from trainables.accel import Accel
 from trainables.checkpoint import load_checkpoint, save_checkpoint
-from trainables.config import TrialConfig
-from trainables.loop import Images
+from trainables.combine import VAL_PROBS_FILE, metrics_of, probabilities
 from trainables.model import preprocessing
 from trainables.setup import TrialSetup, device
+from trainables.steps import Images
 from trainables.training import fit
-from trainables.variants import VAL_PROBS_FILE, metrics_of, probabilities
+from trainables.trial_config import TrialConfig
 
 __all__ = ["free_memory", "out_of_memory", "retrain", "train_trial"]
 

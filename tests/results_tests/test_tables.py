@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -10,6 +12,7 @@ from results import (
     best_trial,
     epochs_frame,
     priced_variants,
+    report_html,
     summary_frame,
     top_configs,
     trials_frame,
@@ -111,6 +114,14 @@ def test_best_markdown_marks_synthetic_and_not_pretrained_and_shows_the_config()
     assert "8 (3 finished, 5 stopped early, 0 errored)" in text
 
 
+def test_the_report_page_and_best_md_print_every_number_alike():
+    best = _best_json(config=trial_config(aug_strength=0.4236547993389047, lr=0.0019578897201213002))
+    page, text = report_html(best, {}, {}, {}), best_markdown(best)
+    for shown in ("0.4237", "0.001958"):
+        assert f"<td>{shown}</td>" in page and f"| {shown} |" in text
+    assert "0.4236547993389047" not in page and "0.0019578897201213002" not in page
+
+
 def test_summary_has_one_row_per_task_with_the_contract_columns():
     summary = summary_frame([_best_json(task="sports"), _best_json()])
     assert list(summary.columns) == SUMMARY_COLUMNS
@@ -140,3 +151,9 @@ def test_variant_costs_count_a_soup_as_one_model_an_ensemble_as_its_members_and_
     frame = variants_frame({"variants": priced, "model_variant": "ensemble", "tta": True})
     assert frame["saved"].tolist() == ["", "", "yes"]
     assert frame["members"].iloc[1] == "t1 (a) x2, t2 (b)"
+
+
+def test_the_tables_load_without_torch_or_ray():
+    code = "import results, sys; print(sorted(m for m in ('torch', 'ray', 'timm') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

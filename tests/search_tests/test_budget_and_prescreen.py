@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 from datasets import UsageError
 from search import main
-from search.budget import parse_duration
+from search.tuning.budget import parse_duration
+from tests.search_tests.tiny import tiny_search
 
 
 @pytest.fixture(scope="module")
@@ -27,27 +28,15 @@ def weights(tmp_path_factory):
     return folder
 
 
-def _search(tiny_eggs, out, weights, *extra: str) -> int:
-    return main(
-        [
-            str(tiny_eggs),
-            "--backbones",
-            "resnet10t,mobilenetv3_small_050",
-            "--weights",
-            str(weights),
-            "--image-size",
-            "32",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+def _search(tiny_eggs, out, weights, *extra: str, trials: int, max_epochs: int) -> int:
+    """A tiny search of both backbones from the weights in ``weights``, --pretrained left to its default."""
+    both = "resnet10t,mobilenetv3_small_050"
+    options = {"trials": trials, "max_epochs": max_epochs, "backbones": both, "pretrained": None}
+    return main(tiny_search(tiny_eggs, out, "--weights", str(weights), *extra, **options))
 
 
 def test_prescreen_keeps_the_best_scored_backbone_and_the_tables_say_why(ray_cluster, tiny_eggs, tmp_path, weights):
-    code = _search(
-        tiny_eggs, tmp_path, weights, "--trials", "4", "--max-epochs", "2", "--prescreen", "1", "--no-retrain"
-    )
+    code = _search(tiny_eggs, tmp_path, weights, "--prescreen", "1", "--no-retrain", trials=4, max_epochs=2)
     assert code == 0
     task = tmp_path / tiny_eggs.name
     best = json.loads((task / "best.json").read_text())
@@ -80,7 +69,7 @@ def test_prescreen_keeps_the_best_scored_backbone_and_the_tables_say_why(ray_clu
 
 def test_a_time_budget_ends_a_long_search_with_a_retrained_model(ray_cluster, tiny_eggs, tmp_path, weights):
     started = time.monotonic()
-    code = _search(tiny_eggs, tmp_path, weights, "--trials", "200", "--max-epochs", "20", "--time-budget", "25s")
+    code = _search(tiny_eggs, tmp_path, weights, "--time-budget", "25s", trials=200, max_epochs=20)
     wall = time.monotonic() - started
     assert code == 0
     task = tmp_path / tiny_eggs.name

@@ -79,6 +79,7 @@ def test_warm_start_from_a_folder_without_a_search_is_refused(capsys):
     assert "--warm-start /nonexistent/egg: no trials.parquet there" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # builds a ViT to read its stages: 11 s
 def test_a_backbone_without_five_feature_stages_is_refused_before_ray(capsys):
     assert main(["egg", "--demo", "--backbones", "vit_tiny_patch16_224"]) == 2
     assert "backbone 'vit_tiny_patch16_224'" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from datasets import make_demo_dataset
+from tests.search_tests.tiny import tiny_search
 
 LIMIT_S = 300
 # about three minutes of cluster tests: under xdist (make test) it starts first too, beside the kill chain, so the
@@ -173,9 +174,7 @@ def cluster_eggs(tmp_path_factory) -> Path:
 
 
 def _argv(eggs: Path, out: Path, *extra: str) -> list[str]:
-    return [str(eggs), "--out", str(out), "--trials", "4", "--max-epochs", "2", "--image-size", "32"] + [
-        *("--backbones", "resnet10t", "--pretrained", "off", "--no-retrain", *extra)
-    ]
+    return tiny_search(eggs, out, "--no-retrain", *extra, trials=4)
 
 
 def test_a_node_that_joins_a_running_search_gets_trials_and_copies_the_images_once(cluster, cluster_eggs, tmp_path):
@@ -284,7 +283,7 @@ def test_an_unreachable_address_exits_2_at_once(cluster_eggs, tmp_path):
 
 
 def test_the_private_ray_call_the_driver_needs_still_exists():
-    """``search.cluster.join`` re-reads Ray's configuration after setting RAY_AUTH_MODE; no public API does."""
+    """``search.cluster.session.join`` re-reads Ray's configuration after setting RAY_AUTH_MODE; no public API does."""
     from ray._raylet import Config
 
     assert callable(getattr(Config, "initialize", None)), (

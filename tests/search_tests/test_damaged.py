@@ -20,11 +20,10 @@ from safetensors.torch import save_file
 
 from datasets import DamagedFile, make_demo_dataset
 from search import main
-from search.data import prepare
-from search.lock import LOCK_FILE
+from search.inputs.data import prepare
+from search.inputs.lock import LOCK_FILE
 from tests.conftest import write_image
-
-ARGS = ["--trials", "2", "--max-epochs", "2", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off"]
+from tests.search_tests.tiny import tiny_search
 
 
 def cut_short(path: Path) -> None:
@@ -56,7 +55,7 @@ def eggs(tmp_path_factory) -> Path:
 def finished(ray_cluster, eggs, tmp_path_factory) -> Path:
     """OUT of a finished, retrained search of ``eggs``."""
     out = tmp_path_factory.mktemp("finished")
-    assert main([str(eggs), "--out", str(out), *ARGS]) == 0
+    assert main(tiny_search(eggs, out)) == 0
     return out
 
 
@@ -81,17 +80,17 @@ def test_damaged_search_state_stops_resume_with_exit_2(finished, eggs, tmp_path,
     out, task = _copy(finished, tmp_path)
     damage(task / name)
     if damage is drop_a_key and name == "search.json":  # a key missing from the definition is a changed search
-        assert main([str(eggs), "--out", str(out), *ARGS, "--resume", "--retrain-again"]) == 2
+        assert main(tiny_search(eggs, out, "--resume", "--retrain-again")) == 2
         assert "--resume: the search in" in capsys.readouterr().err
         return
     if damage is drop_a_key:  # a rungs file without its rungs: found when ASHA is restored, with the search's state
         with pytest.raises(DamagedFile, match="rungs.json is damaged"):
-            from search.asha import make_scheduler
+            from search.tuning.asha import make_scheduler
 
             scheduler = make_scheduler(2, task / name)
             scheduler.__setstate__(scheduler.__dict__.copy())
         return
-    err = _exit_2_naming([str(eggs), "--out", str(out), *ARGS, "--resume", "--retrain-again"], task / name, capsys)
+    err = _exit_2_naming(tiny_search(eggs, out, "--resume", "--retrain-again"), task / name, capsys)
     assert "--overwrite" in err
 
 
@@ -99,7 +98,7 @@ def test_damaged_search_state_stops_resume_with_exit_2(finished, eggs, tmp_path,
 def test_a_damaged_study_stops_resume_with_exit_2(finished, eggs, tmp_path, capsys, damage):
     out, task = _copy(finished, tmp_path)
     damage(task / "study.db")
-    _exit_2_naming([str(eggs), "--out", str(out), *ARGS, "--resume", "--retrain-again"], task / "study.db", capsys)
+    _exit_2_naming(tiny_search(eggs, out, "--resume", "--retrain-again"), task / "study.db", capsys)
 
 
 def test_a_damaged_best_json_stops_resume_and_report_keeps_the_other_tasks(finished, eggs, tmp_path, capsys, caplog):
@@ -108,7 +107,7 @@ def test_a_damaged_best_json_stops_resume_and_report_keeps_the_other_tasks(finis
     best = json.loads((out / "other" / "best.json").read_text())
     (out / "other" / "best.json").write_text(json.dumps({**best, "task": "other"}))
     cut_short(task / "best.json")
-    err = _exit_2_naming([str(eggs), "--out", str(out), *ARGS, "--resume"], task / "best.json", capsys)
+    err = _exit_2_naming(tiny_search(eggs, out, "--resume"), task / "best.json", capsys)
     assert "--retrain-again" in err
     assert main(["report", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -134,7 +133,7 @@ def test_a_damaged_weights_file_exits_2_naming_it(eggs, tmp_path, capsys, damage
     weights.mkdir()
     save_file(timm.create_model("resnet10t").state_dict(), str(weights / "resnet10t.safetensors"))
     damage(weights / "resnet10t.safetensors")
-    argv = [str(eggs), "--out", str(tmp_path / "out"), *ARGS[:-2], "--weights", str(weights)]
+    argv = tiny_search(eggs, tmp_path / "out", "--weights", str(weights), pretrained=None)
     err = _exit_2_naming(argv, weights / "resnet10t.safetensors", capsys)
     assert "replace it with a whole copy" in err
 
@@ -142,7 +141,7 @@ def test_a_damaged_weights_file_exits_2_naming_it(eggs, tmp_path, capsys, damage
 def test_a_damaged_warm_start_table_exits_2_naming_it(finished, eggs, tmp_path, capsys):
     out, task = _copy(finished, tmp_path)
     garble(task / "trials.parquet")
-    argv = [str(eggs), "--out", str(tmp_path / "new"), *ARGS, "--warm-start", str(task)]
+    argv = tiny_search(eggs, tmp_path / "new", "--warm-start", str(task))
     _exit_2_naming(argv, task / "trials.parquet", capsys)
 
 
@@ -170,7 +169,7 @@ def test_a_damaged_split_file_exits_2_and_a_deleted_one_gives_the_same_split(tmp
 @pytest.mark.slow  # a real driver process
 def test_a_second_driver_on_a_busy_task_exits_2_at_once_naming_the_first(eggs, tmp_path, capsys, caplog):
     out = tmp_path / "out"
-    args = [str(eggs), "--out", str(out), *ARGS, "--max-epochs", "40"]
+    args = tiny_search(eggs, out, max_epochs=40)
     first = subprocess.Popen(
         # one trial at a time: this search only holds the lock
         [
@@ -201,7 +200,7 @@ def test_a_second_driver_on_a_busy_task_exits_2_at_once_naming_the_first(eggs, t
         first.kill()
         first.wait()
     # killed with the lock held: the next driver takes it over and says so (then --resume finds no search yet)
-    caplog.set_level(logging.INFO, logger="search.lock")
+    caplog.set_level(logging.INFO, logger="search.inputs.lock")
     assert main([*args, "--resume"]) == 2
     assert "--resume: no search of" in capsys.readouterr().err
     assert any(f"took over the lock of pid {first.pid}" in r.getMessage() for r in caplog.records)
@@ -220,7 +219,7 @@ def test_a_full_disk_under_out_exits_1_naming_it_and_what_was_written_stays_read
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()}); needs root")
     try:
-        assert main([str(eggs), "--out", str(small), *ARGS]) == 1
+        assert main(tiny_search(eggs, small)) == 1
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith(f"error: the disk is full: {small} (--out) has 0.0 MB free"), last
         written = list(small.glob("*/*.json"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import console_errors
+from tests.search_tests.tiny import tiny_search
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # where Ray 2.60 keeps the token it turns on for a new head
 
@@ -41,10 +42,9 @@ def _wait_for(browser, css: str, timeout: float = 30):
 def test_the_dashboard_shows_the_searchs_trials_on_loopback(tiny_eggs, tmp_path, browser):
     port = _free_port()
     log = tmp_path / "search.out"
-    argv = [sys.executable, "-m", "search", str(tiny_eggs), "--out", str(tmp_path), "--trials", "6"]
-    argv += ["--max-epochs", "6", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off"]
+    argv = [sys.executable, "-m", "search", *tiny_search(tiny_eggs, tmp_path, "--no-retrain", trials=6, max_epochs=6)]
     # one trial at a time: one core trains, the other drives Chromium
-    argv += ["--no-retrain", "--dashboard-port", str(port), "--concurrency", "1"]
+    argv += ["--dashboard-port", str(port), "--concurrency", "1"]
     process = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"

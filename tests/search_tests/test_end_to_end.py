@@ -12,11 +12,12 @@ import timm
 import torch
 
 import datasets.synthetic
-from datasets import build_cache, default_cache_root, scan_folder
+from datasets import build_cache, scan_folder
 from results import BACKBONE_COLUMNS, EPOCH_COLUMNS, TOP_COLUMNS, TRIAL_COLUMNS
 from search import main
-from search.predict import SavedModel
+from search.final.predict import SavedModel
 from tests.conftest import TINY_SPLITS, console_errors
+from tests.search_tests.tiny import tiny_search
 from trainables import Images, evaluate
 
 
@@ -26,29 +27,10 @@ def finished_search(ray_cluster, tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setitem(datasets.synthetic.DEMO_SIZES, "egg", TINY_SPLITS)  # the demo's pipeline on fewer images
     try:
-        code = main(
-            [
-                "egg",
-                "--demo",
-                "--trials",
-                "3",
-                "--max-epochs",
-                "2",
-                "--image-size",
-                "32",
-                "--backbones",
-                "resnet10t,mobilenetv3_small_050",
-                "--out",
-                str(out),
-                "--seed",
-                "3",
-                "--retrain-seeds",
-                "2",
-                "--soup",
-                "--mlflow",
-                f"sqlite:///{out / 'mlflow.db'}",
-            ]
-        )
+        mlflow = f"sqlite:///{out / 'mlflow.db'}"
+        extra = ["--demo", "--seed", "3", "--retrain-seeds", "2", "--soup", "--mlflow", mlflow]
+        both = "resnet10t,mobilenetv3_small_050"
+        code = main(tiny_search("egg", out, *extra, trials=3, backbones=both, pretrained=None))
     finally:
         patch.undo()
     assert code == 0
@@ -114,7 +96,10 @@ def test_mlflows_own_client_reads_back_every_trials_params_and_metrics_and_the_r
 
 def test_best_json_is_synthetic_with_test_metrics_and_provenance(finished_search):
     best = json.loads((finished_search / "egg" / "best.json").read_text())
-    assert 0 <= best["test_acc"] <= 1 and 0 <= best["test_macro_f1"] <= 1
+    # tested once on the whole test split: the saved model (the first seed's) scored on its own confusion matrix
+    confusion = np.array(best["test_confusion"])
+    assert best["test_n"] == 2 * TINY_SPLITS["test"] == confusion.sum()
+    assert best["model_test_acc"] == pytest.approx(np.trace(confusion) / confusion.sum())
     assert best["provenance"]["synthetic"] is True and best["provenance"]["seed"] == 3
     assert best["provenance"]["versions"]["ray"] and best["provenance"]["data_fingerprint"]
     assert best["pretrained"] is False
@@ -123,7 +108,7 @@ def test_best_json_is_synthetic_with_test_metrics_and_provenance(finished_search
     assert "synthetic" in (finished_search / "egg" / "best.md").read_text()
 
 
-def test_stock_timm_loads_the_model_folder_with_its_labels_and_gives_predicts_logits(finished_search):
+def test_stock_timm_loads_the_model_folder_with_its_labels_and_gives_predicts_logits(finished_search, tmp_path):
     model_dir = finished_search / "egg" / "model"
     model = timm.create_model(f"local-dir:{model_dir}", pretrained=True).eval()
     saved = SavedModel.load(model_dir, "python -m search egg --demo")
@@ -136,7 +121,7 @@ def test_stock_timm_loads_the_model_folder_with_its_labels_and_gives_predicts_lo
         saved.prep.crop_pct,
     )
     best = json.loads((finished_search / "egg" / "best.json").read_text())
-    root = datasets.synthetic.make_demo_dataset("egg", default_cache_root() / "demo", per_class=TINY_SPLITS)
+    root = datasets.synthetic.make_demo_dataset("egg", tmp_path / "demo", per_class=TINY_SPLITS)
     cache = build_cache(scan_folder(root), saved.image_size)
     torch.set_num_threads(1)
     test = Images([cache.load("test")])
@@ -165,14 +150,14 @@ def test_the_soup_is_chosen_on_validation_retrained_and_saved_beside_the_single_
     assert "## Model variants" in (finished_search / "egg" / "best.md").read_text()
 
 
-def test_export_writes_an_onnx_model_that_onnx_runtime_runs_as_torch_does(finished_search, capsys):
+def test_export_writes_an_onnx_model_that_onnx_runtime_runs_as_torch_does(finished_search, tmp_path, capsys):
     import onnxruntime
 
     assert main(["export", "egg", "--onnx", "--out", str(finished_search)]) == 0
     path = finished_search / "egg" / "model" / "model.onnx"
     assert f"{path}: max logit difference" in capsys.readouterr().out
     saved = SavedModel.load(path.parent, "python -m search egg --demo")
-    root = datasets.synthetic.make_demo_dataset("egg", default_cache_root() / "demo", per_class=TINY_SPLITS)
+    root = datasets.synthetic.make_demo_dataset("egg", tmp_path / "demo", per_class=TINY_SPLITS)
     test = Images([build_cache(scan_folder(root), saved.image_size).load("test")])
     x, _ = test.batch(np.arange(8))  # a batch size the export never saw: the batch dimension is dynamic
     inputs = saved.prep(x.float() / 255)
@@ -228,7 +213,7 @@ def test_every_plot_is_a_png_image_and_the_report_inlines_them(finished_search):
 
 
 def test_predict_prints_the_top_classes_and_a_plain_error_for_a_bad_file(finished_search, tmp_path, capsys):
-    root = datasets.synthetic.make_demo_dataset("egg", default_cache_root() / "demo", per_class=TINY_SPLITS)
+    root = datasets.synthetic.make_demo_dataset("egg", tmp_path / "demo", per_class=TINY_SPLITS)
     good = sorted((root / "test" / "broken").glob("*.jpg"))[:2]
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")

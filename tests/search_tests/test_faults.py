@@ -17,18 +17,21 @@ import pytest
 from ray import cloudpickle, tune
 
 from results import best_trial, epochs_frame, trials_frame
-from search.cluster import node_resources, plan_resources
+from search.cluster.session import node_resources, plan_resources
+from search.command_line.options import SearchOptions
 from search.driver import Plan, Prepared, run_task, write_trial_tables
-from search.errors import SearchInterrupted
-from search.options import SearchOptions
-from search.tuner import SearchFiles, run_trials
+from search.failures import SearchInterrupted
+from search.inputs.lock import TaskLocks
+from search.tuning.tuner import SearchFiles, run_trials
 from tests.search_tests.processes import LIMIT_S, cpu_seconds, logged_results, wait_for
 from trainables import Range, TrialSetup, train_trial
 
 pytestmark = pytest.mark.slow  # real worker and driver processes killed at chosen moments
 
 
-def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_epoch_once(ray_cluster, eggs, tmp_path):
+def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_epoch_once(
+    ray_cluster, eggs, tmp_path, locks
+):
     options = SearchOptions(
         task=str(eggs),
         backbones=("resnet10t",),
@@ -39,7 +42,7 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_
         retrain=False,
         out=str(tmp_path),
     )
-    prepared = Prepared(options)
+    prepared = Prepared(options, locks)
     experiment = Path(prepared.files.experiment)
     killed: dict = {}
 
@@ -77,10 +80,13 @@ def always_raises_for_the_first_recipe(config: dict, setup: TrialSetup) -> None:
     train_trial(config, setup)
 
 
-def test_a_trial_that_always_raises_ends_as_error_after_its_retries_and_the_others_finish(ray_cluster, eggs, tmp_path):
+def test_a_trial_that_always_raises_ends_as_error_after_its_retries_and_the_others_finish(
+    ray_cluster, eggs, tmp_path, locks
+):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import the tests
     prepared = Prepared(
-        SearchOptions(task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=24, out=str(tmp_path))
+        SearchOptions(task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=24, out=str(tmp_path)),
+        locks,
     )
     files = SearchFiles.under(tmp_path, None, "raises")
     setup = TrialSetup(prepared.data.cache, max_epochs=2)
@@ -121,26 +127,28 @@ def _one_trial(
 ):
     """One trial of full fine-tuning of resnet10t on ``eggs``, run by ``trainable`` through the search's Tuner."""
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import the tests
-    prepared = Prepared(
-        SearchOptions(
-            task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=image_size, out=str(tmp_path)
+    with TaskLocks() as locks:  # held while the trial runs, as the driver holds it
+        prepared = Prepared(
+            SearchOptions(
+                task=str(eggs), backbones=("resnet10t",), pretrained="off", image_size=image_size, out=str(tmp_path)
+            ),
+            locks,
         )
-    )
-    point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
-    point |= {"batch_size": batch_size, "label_smoothing": 0.0, "dropout": 0.0}
-    return run_trials(
-        TrialSetup(prepared.data.cache, max_epochs=max_epochs),
-        ["resnet10t"],
-        trials=1,
-        resources=plan_resources(node_resources(), 1, 0, None),
-        files=SearchFiles.under(tmp_path, None, name),
-        resume=resume,
-        points=[("recipe", point)],
-        max_failures=max_failures,
-        trainable=trainable,
-        callbacks=callbacks,
-        ranges={"batch_size": Range(choices=(batch_size,))},  # a batch the declared space may not offer
-    )
+        point = {"backbone": "resnet10t", "freeze_depth": 0, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
+        point |= {"batch_size": batch_size, "label_smoothing": 0.0, "dropout": 0.0}
+        return run_trials(
+            TrialSetup(prepared.data.cache, max_epochs=max_epochs),
+            ["resnet10t"],
+            trials=1,
+            resources=plan_resources(node_resources(), 1, 0, None),
+            files=SearchFiles.under(tmp_path, None, name),
+            resume=resume,
+            points=[("recipe", point)],
+            max_failures=max_failures,
+            trainable=trainable,
+            callbacks=callbacks,
+            ranges={"batch_size": Range(choices=(batch_size,))},  # a batch the declared space may not offer
+        )
 
 
 def damages_its_checkpoint_then_dies(config: dict, setup: TrialSetup) -> None:
@@ -249,11 +257,13 @@ class CtrlCAfterTheFirstTrial(tune.Callback):
         os.kill(os.getpid(), signal.SIGINT)  # Ray Tune's handler (the test runs in the main thread) ends the run
 
 
-def test_ctrl_c_between_two_trials_stops_the_search_instead_of_retraining_the_one_finished(ray_cluster, eggs, tmp_path):
+def test_ctrl_c_between_two_trials_stops_the_search_instead_of_retraining_the_one_finished(
+    ray_cluster, eggs, tmp_path, locks
+):
     options = SearchOptions(
         task=str(eggs), backbones=("resnet10t",), pretrained="off", trials=3, image_size=24, out=str(tmp_path)
     )
-    prepared = Prepared(options)
+    prepared = Prepared(options, locks)
     point = {"backbone": "resnet10t", "freeze_depth": 3, "lr": 1e-3, "aug_strength": 0.0, "weight_decay": 1e-4}
     point |= {"batch_size": 32, "label_smoothing": 0.0, "dropout": 0.0}
     setup = TrialSetup(prepared.data.cache, max_epochs=1)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from search import main
+from tests.search_tests.tiny import tiny_search
 
 
 def _bomb() -> bytes:
@@ -47,24 +48,7 @@ def test_a_messy_folder_is_searched_and_every_bad_file_is_reported(ray_cluster, 
     (root / "intact" / "cut.jpg").write_bytes(cut[: len(cut) // 2])
 
     out = tmp_path / "runs"
-    code = main(
-        [
-            str(root),
-            "--trials",
-            "2",
-            "--max-epochs",
-            "1",
-            "--backbones",
-            "resnet10t",
-            "--pretrained",
-            "auto",
-            "--image-size",
-            "32",
-            "--no-retrain",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(tiny_search(root, out, "--no-retrain", max_epochs=1, pretrained="auto"))
     assert code == 0
     report = json.loads((out / "my eggs" / "data_report.json").read_text())
     skipped = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in report["skipped"]}

@@ -9,11 +9,11 @@ import timm
 import torch
 
 from datasets import decode, decoded_size, scan_folder
-from search.export import TOLERANCE, check_onnx, export_onnx, sample_inputs
-from search.model_dir import MANIFEST, save_ensemble, save_model
-from search.predict import SavedModel, predict_lines
+from search.final.export import TOLERANCE, check_onnx, export_onnx, sample_inputs
+from search.final.model_dir import MANIFEST, save_ensemble, save_model
+from search.final.predict import SavedModel, predict_lines
 from trainables import preprocessing
-from trainables.variants import FlipAverage
+from trainables.combine import FlipAverage
 
 SIZE = 32
 CLASSES = ["broken", "intact"]

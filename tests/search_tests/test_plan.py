@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from ray import tune
 
-from search.budget import FIXED_S, TASK_S, BudgetedSearch, Costs, TimeBudget, member_cost
-from search.tuner import newest_checkpoint
-from search.variants import affordable_ensemble, ensemble_choice
+from search.final.choose import affordable_ensemble, ensemble_choice
+from search.tuning.budget import FIXED_S, TASK_S, BudgetedSearch, Costs, TimeBudget, member_cost
+from search.tuning.tuner import newest_checkpoint
 from trainables.checkpoint import STATE_FILE
-from trainables.loop import epoch_size
+from trainables.steps import epoch_size
 
 SIZES = {"train": 100, "val": 25, "test": 25}
 COSTS = Costs(

@@ -4,7 +4,7 @@ import optuna
 from PIL import Image
 
 from results import importance
-from search.report import param_importances
+from search.outputs import param_importances
 
 
 def _study(tmp_path, completed: int, pruned: int) -> str:

@@ -9,8 +9,9 @@ import pytest
 
 from datasets import DEFAULT_BACKBONES, UsageError
 from search import main
-from search.cluster import node_resources, plan_resources
-from search.packing import GPU_MEMORY_MIB, MemoryWatch, estimate_mib, memory_check, packing_warnings
+from search.cluster.packing import GPU_MEMORY_MIB, MemoryWatch, estimate_mib, memory_check, packing_warnings
+from search.cluster.session import node_resources, plan_resources
+from tests.search_tests.tiny import tiny_search
 
 ONE_GPU = [{"CPU": 16.0, "GPU": 1.0, "memory": 1e11}]
 
@@ -56,8 +57,8 @@ def test_a_trial_larger_than_any_node_is_refused_with_what_the_largest_offers(no
 
 def test_a_fraction_of_a_gpu_on_a_cpu_cluster_exits_2_before_any_trial(ray_cluster, tiny_eggs, tmp_path, capsys):
     assert all(n.get("GPU", 0) == 0 for n in node_resources())
-    argv = [str(tiny_eggs), "--out", str(tmp_path), "--gpus-per-trial", "0.5", "--pretrained", "off"]
-    assert main([*argv, "--backbones", "resnet10t", "--image-size", "24"]) == 2
+    argv = tiny_search(tiny_eggs, tmp_path, "--gpus-per-trial", "0.5", trials=None, max_epochs=None, image_size=24)
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "error: --gpus-per-trial 0.5 but no node of the cluster has a GPU; leave it out (or pass 0) to train on "
@@ -123,7 +124,7 @@ def test_the_report_checks_measured_gpu_peaks_against_the_table_and_a_new_backbo
 def test_a_backbone_outside_the_table_is_estimated_from_its_first_trial_during_the_search(caplog):
     watch = MemoryWatch(image_size=224, batch_size=64, gpus_per_trial=0.25, gpu_mib=80 * 1024)
     first = SimpleNamespace(trial_id="t1", config={"backbone": "convnext_atto"})
-    with caplog.at_level(logging.INFO, logger="search.packing"):
+    with caplog.at_level(logging.INFO, logger="search.cluster.packing"):
         watch.on_trial_result(0, [], first, {"device": "cuda", "peak_memory_mb": 12_000.0, "batch_size": 32})
         watch.on_trial_result(1, [], first, {"device": "cuda", "peak_memory_mb": 30_000.0, "batch_size": 32})
     assert watch.measured["convnext_atto"].peak_mib == 12_000, "the first measure stays the estimate"

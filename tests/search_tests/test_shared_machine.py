@@ -16,8 +16,7 @@ import pytest
 
 from search import main
 from tests.search_tests.processes import LIMIT_S
-
-TINY = ["--trials", "1", "--max-epochs", "1", "--image-size", "32", "--backbones", "resnet10t", "--pretrained", "off"]
+from tests.search_tests.tiny import tiny_search
 
 
 def _search(*args: str) -> list[str]:
@@ -29,7 +28,7 @@ def test_two_searches_started_at_one_moment_both_finish_each_with_its_own_dashbo
     drivers = []
     for k in range(2):  # the default dashboard port for both, as two terminals or a shell loop with & give
         log = tmp_path / f"{k}.log"
-        argv = _search(str(tiny_eggs), "--out", str(tmp_path / f"out{k}"), *TINY, "--no-retrain")
+        argv = _search(*tiny_search(tiny_eggs, tmp_path / f"out{k}", "--no-retrain", trials=1, max_epochs=1))
         drivers.append((subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT), log))
     codes = []
     for process, _ in drivers:
@@ -98,7 +97,7 @@ def test_predict_and_resume_take_the_name_out_shows(ray_cluster, tiny_eggs, tmp_
     folder = tmp_path / "photos" / "my eggs"
     shutil.copytree(tiny_eggs, folder)
     out = tmp_path / "runs"
-    assert main([str(folder), "--out", str(out), *TINY]) == 0
+    assert main(tiny_search(folder, out, trials=1, max_epochs=1)) == 0
     assert (out / "my eggs" / "model").is_dir()
     monkeypatch.chdir(tmp_path)  # "my eggs" is no folder here: only OUT knows the name
     image = next((folder / "test" / "broken").iterdir())
@@ -108,7 +107,7 @@ def test_predict_and_resume_take_the_name_out_shows(ray_cluster, tiny_eggs, tmp_
     assert printed.startswith(str(image)) and ("broken" in printed and "intact" in printed)
     # --resume by the name: the search's recorded folder, found finished, its result printed, nothing run again
     mtime = (out / "my eggs" / "trials.parquet").stat().st_mtime
-    assert main(["my eggs", "--out", str(out), *TINY, "--resume"]) == 0
+    assert main(tiny_search("my eggs", out, "--resume", trials=1, max_epochs=1)) == 0
     captured = capsys.readouterr()
     assert "Best configuration: my eggs" in captured.out and "unknown task" not in captured.err
     assert (out / "my eggs" / "trials.parquet").stat().st_mtime == mtime
@@ -119,7 +118,7 @@ def test_predict_and_resume_take_the_name_out_shows(ray_cluster, tiny_eggs, tmp_
 
 SIGNALLED = """
 import os, signal, sys
-from search.cli import StopSignals
+from search.command_line.main import StopSignals
 number = signal.Signals[sys.argv[1]]
 before = signal.getsignal(number)
 try:

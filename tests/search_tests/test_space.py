@@ -6,8 +6,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from search import make_searcher, search_space
-from search.asha import make_scheduler
-from search.space import baseline_points, trial_sources
+from search.tuning.asha import make_scheduler
+from search.tuning.space import baseline_points, trial_sources
 from trainables import TrialConfig, knob_range
 
 BACKBONES = ["resnet10t", "mobilenetv3_small_050"]
@@ -42,9 +42,11 @@ def test_proposals_are_valid_trial_configs_within_the_contract_ranges():
     for config in configs:
         cfg = TrialConfig.from_dict(config)
         assert cfg.backbone in BACKBONES
-        assert 0 <= cfg.freeze_depth <= 5 and 0 <= cfg.aug_strength <= 1
-        assert 1e-4 <= cfg.lr <= 1e-2 and 0 <= cfg.label_smoothing <= 0.2
+        assert 1e-4 <= cfg.lr <= 1e-2 and 0 <= cfg.label_smoothing <= 0.2  # TrialConfig takes any lr > 0, any < 1
         assert cfg.batch_size in knob_range("batch_size").choices
+    # TPE's start explores: several backbones and depths, learning rates spread over the log range
+    assert len({c["backbone"] for c in configs}) > 1 and len({c["freeze_depth"] for c in configs}) >= 3
+    assert max(c["lr"] for c in configs) / min(c["lr"] for c in configs) > 10
     # augmentation never reaches cached features or the cached activations at the last stage's boundary
     unaugmented = [c for c in configs if c["freeze_depth"] >= 4]
     assert {c["freeze_depth"] for c in unaugmented} == {4, 5} and all(c["aug_strength"] == 0 for c in unaugmented)

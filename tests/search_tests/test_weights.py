@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from search import SearchOptions, main
-from search.data import resolve_task
 from search.driver import Prepared, run_task
+from search.inputs.data import resolve_task
 
 
 @pytest.fixture()
@@ -24,7 +24,7 @@ def weights_dir(tmp_path):
 
 
 def test_trials_get_the_files_weights_through_the_object_store_not_the_file(
-    ray_cluster, tiny_eggs, tmp_path, weights_dir
+    ray_cluster, tiny_eggs, tmp_path, weights_dir, locks
 ):
     folder, expected = weights_dir
     options = SearchOptions(
@@ -38,7 +38,7 @@ def test_trials_get_the_files_weights_through_the_object_store_not_the_file(
         retrain=False,
         out=str(tmp_path / "runs"),
     )
-    prepared = Prepared(options)
+    prepared = Prepared(options, locks)
     (folder / "resnet10t.safetensors").unlink()  # a trial that opened the file would fail now
     record = run_task(prepared)
     assert record["pretrained"] is True
@@ -78,8 +78,8 @@ def test_required_weights_that_are_missing_stop_before_ray_with_how_to_fix(tiny_
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_search_whose_every_trial_fails_says_why_and_writes_no_winner(ray_cluster, tiny_eggs, tmp_path):
-    from search.errors import SearchFailed
+def test_a_search_whose_every_trial_fails_says_why_and_writes_no_winner(ray_cluster, tiny_eggs, tmp_path, locks):
+    from search.failures import SearchFailed
 
     options = SearchOptions(
         task=str(tiny_eggs),
@@ -92,7 +92,7 @@ def test_a_search_whose_every_trial_fails_says_why_and_writes_no_winner(ray_clus
         max_failures=0,  # each failure starts a new worker: restarts would only repeat the same error
         out=str(tmp_path / "runs"),
     )
-    prepared = Prepared(options)
+    prepared = Prepared(options, locks)
     (prepared.data.cache.path / "train_x.npy").unlink()  # the decoded images vanish: every trial fails for real
     with pytest.raises(SearchFailed, match="no trial finished.*FileNotFoundError"):
         run_task(prepared)

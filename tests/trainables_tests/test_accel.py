@@ -7,7 +7,7 @@ import torch
 from datasets import build_cache, scan_folder
 from trainables import Images, Preprocess, build_model, evaluate
 from trainables.accel import Accel
-from trainables.loop import Schedule, train_epoch
+from trainables.steps import Schedule, train_epoch
 
 
 def test_a_cpu_trains_in_float32_channels_last():
@@ -26,7 +26,9 @@ def test_a_cpu_trains_in_float32_channels_last():
     "accel",
     [
         Accel(torch.device("cpu"), torch.bfloat16, None, True),  # what an A100/H100/H200 gets
-        Accel(torch.device("cpu"), torch.float16, torch.amp.GradScaler("cpu"), True),  # what older GPUs get
+        pytest.param(  # what older GPUs get; float16 on a CPU is emulated: 20 s here
+            Accel(torch.device("cpu"), torch.float16, torch.amp.GradScaler("cpu"), True), marks=pytest.mark.slow
+        ),
     ],
     ids=["bf16", "fp16-scaled"],
 )
@@ -43,4 +45,5 @@ def test_the_mixed_precision_channels_last_path_trains_and_evaluates(accel, tiny
     assert seen == 48 and 0 < loss < 5
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     result = evaluate(model, Images([data.load("val")]), 2, Preprocess(), accel=accel)
-    assert 0 <= result["acc"] <= 1 and result["confusion"].sum() == 16
+    confusion = result["confusion"]
+    assert confusion.sum() == 16 and result["acc"] == confusion.trace() / 16

@@ -5,7 +5,7 @@ import torch
 from datasets import UsageError
 from tests.conftest import trial_config
 from trainables import Images, TrialConfig, lr_at, macro_f1
-from trainables.loop import batches, steps_per_epoch
+from trainables.steps import batches, steps_per_epoch
 
 CONFIG = trial_config(backbone="resnet10t", aug_strength=0.5, batch_size=16)
 

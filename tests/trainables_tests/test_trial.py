@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from datasets import build_cache, scan_folder
 from trainables import TrialConfig, TrialSetup, fit
 from trainables.checkpoint import load_checkpoint, save_checkpoint
-from trainables.loop import epoch_size
 from trainables.model import preprocessing
 from trainables.probe import L2_GRID, choose_l2, evaluate_features, fit_head, split_features
+from trainables.steps import epoch_size
 from trainables.training import start
 
 CONFIG = TrialConfig(

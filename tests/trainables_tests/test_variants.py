@@ -7,7 +7,7 @@ import torch
 
 from datasets import build_cache, scan_folder
 from trainables import Images, preprocessing
-from trainables.variants import (
+from trainables.combine import (
     FlipAverage,
     average_weights,
     greedy_ensemble,

@@ -1,0 +1,1 @@
+"""Ray: starting or joining a cluster, fitting trials to its CPUs and GPUs, following nodes as they join."""
