@@ -46,7 +46,8 @@ class Option:
     metavar: str | None = None
     parse: Callable[[str], object] | None = None  # a value's text to the value; None: a flag (true when given)
     choices: tuple[str, ...] | None = None
-    shown: str | None = None  # the help's "(default ...)" where the default is not the field's value
+    shown: str | None = None  # the help's "(default: ...)" where the default is not the field's value
+    preset: bool = False  # the default is REAL's, or DEMO's with --demo
     negated: bool = False  # the flag sets the field to false (--no-retrain)
     in_file: bool = True  # a config file may set it (not --resume or --overwrite: each command says those itself)
     on_command_line: bool = True
@@ -114,7 +115,7 @@ class SearchOptions:
         "number of trials",
         metavar="N",
         parse=int,
-        shown=f"{REAL['trials']}; {DEMO['trials']} with --demo",
+        preset=True,
     )
     max_epochs: int | None = option(
         None,
@@ -122,7 +123,7 @@ class SearchOptions:
         "epochs of a trial never stopped early",
         metavar="N",
         parse=int,
-        shown=f"{REAL['max_epochs']}; {DEMO['max_epochs']} with --demo",
+        preset=True,
     )
     backbones: tuple[str, ...] | None = option(
         None, "search", "timm model names, comma-separated", metavar="A,B,...", parse=_csv, shown="the task's"
@@ -133,7 +134,7 @@ class SearchOptions:
         "ImageNet weights: required (fail without them), auto (use them when found) or off",
         parse=str,
         choices=MODES,
-        shown=f"{REAL['pretrained']}; {DEMO['pretrained']} with --demo",
+        preset=True,
     )
     weights: str | None = option(
         None, "search", "folder of MODEL.safetensors weights, for machines without internet", metavar="DIR", parse=str

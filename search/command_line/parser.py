@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from datasets import UsageError, list_tasks
-from search.command_line.options import GROUPS, Option, SearchOptions, declared
+from search.command_line.options import DEMO, GROUPS, REAL, Option, SearchOptions, declared
 
 __all__ = ["EXAMPLES", "Parser", "search_parser"]
 
@@ -72,7 +72,9 @@ def _flags(name: str, how: Option) -> list[str]:
 def _argument(default: object, name: str, how: Option) -> dict:
     """``add_argument``'s keywords for one declared option; the help ends with its default."""
     help = how.help
-    if how.shown is not None:
+    if how.preset:
+        help += f" (default {REAL[name]}; {DEMO[name]} with --demo)"
+    elif how.shown is not None:
         help += f" (default: {how.shown})"
     elif how.parse is not None and default is not None:
         help += f" (default {default})"

@@ -90,7 +90,16 @@ def test_the_search_command_answers_help_in_groups_with_defaults_without_loading
     command = Path(sys.executable).with_name("search")  # the console script pip installed beside this Python
     proc = subprocess.run([str(command), "-h"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    for group in ("data:", "search:", "resources:", "cluster:", "output:", "examples:", "other commands"):
+    for group in (
+        "data:",
+        "search:",
+        "resources:",
+        "final model:",
+        "faults:",
+        "output:",
+        "examples:",
+        "other commands",
+    ):
         assert group in proc.stdout
     assert "number of trials (default 30; 12 with --demo)" in " ".join(proc.stdout.split())
     for sub in ("predict", "report", "tasks"):
