@@ -28,6 +28,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -39,6 +40,7 @@ from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from search.tuning.asha import make_scheduler
+from search.tuning.ledger import TrialLedger
 from search.tuning.retention import CheckpointRetention
 from search.tuning.space import METRIC, MODE, baseline_points, make_searcher, search_space
 from trainables import MAX_FREEZE_DEPTH, RECIPE, TrialSetup, train_trial
@@ -66,7 +68,7 @@ class Recorder(tune.Callback):
 
 def run(method: str, setup: TrialSetup, backbones: list[str], trials: int, work: str) -> tuple[list[float], float]:
     """One search; returns each reported epoch's validation accuracy in arrival order, and the wall time."""
-    scheduler = make_scheduler(setup.max_epochs, os.path.join(work, f"{method}-rungs.json"))
+    scheduler = make_scheduler(setup.max_epochs, TrialLedger.open(Path(work) / f"{method}-ledger.json", fresh=True))
     space: dict = {}
     if method == "tpe+asha":
         points = [("recipe", p) for p in baseline_points(backbones, trials, pretrained=())]

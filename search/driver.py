@@ -52,6 +52,7 @@ from search.inputs.resume import SEARCH_FILE, discard_search, search_record
 from search.outputs import write_task_report
 from search.tuning.budget import BUDGET_FILE, SEARCH_FIX, TABLES_S, Costs, TimeBudget, member_cost
 from search.tuning.costs import backbone_costs
+from search.tuning.ledger import TrialLedger
 from search.tuning.prescreen import kept_backbones, measure_speedup, screen_backbones
 from search.tuning.space import baseline_points, space_range, trial_sources, within
 from search.tuning.tracking import log_retrained, mlflow_callbacks
@@ -80,7 +81,7 @@ def versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{p: version(p) for p in PACKAGES}}
 
 
-def watch_memory(opts: ResolvedOptions, resources: Resources) -> list[tune.Callback]:
+def watch_memory(opts: ResolvedOptions, resources: Resources, ledger: TrialLedger) -> list[tune.Callback]:
     """Say now which backbones will not fit their share of the GPU (when this machine has the GPUs trials use);
     the search then estimates the backbones the memory table lacks from their first trial (MemoryWatch)."""
     if resources.gpus_per_trial <= 0:
@@ -91,7 +92,7 @@ def watch_memory(opts: ResolvedOptions, resources: Resources) -> list[tune.Callb
         gpu_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
         for line in packing_warnings(opts.backbones, opts.image_size, batch, resources.gpus_per_trial, gpu_mib):
             log.warning("%s", line)
-    return [MemoryWatch(opts.image_size, batch, resources.gpus_per_trial, gpu_mib)]
+    return [MemoryWatch(ledger, opts.image_size, batch, resources.gpus_per_trial, gpu_mib)]
 
 
 def _on_cluster(opts: ResolvedOptions, nodes: list[dict[str, float]]) -> bool:
@@ -110,8 +111,10 @@ class Plan:
     scores: dict[str, dict]
     pretrained: dict[str, bool]
     elapsed_before: float  # seconds earlier runs of this search spent (--resume)
+    ledger: TrialLedger
     stopper: TimeBudget | None
     screening_s: float = 0.0
+    speedup: float = 1.0  # the retrain's threads over a trial's (measured with a time budget)
 
     def fitted_probes(self) -> dict[str, float]:
         """The screening's fitted probes of the pretrained backbones searched (a random one's features are no
@@ -142,12 +145,13 @@ def run_task(prepared: Prepared) -> dict:
         max_failures=opts.max_failures,
         verbose=opts.verbose,
         stopper=plan.stopper,
-        callbacks=[*mlflow_callbacks(opts.mlflow, opts.task_name), *watch_memory(opts, plan.resources)],
+        callbacks=[*mlflow_callbacks(opts.mlflow, opts.task_name), *watch_memory(opts, plan.resources, plan.ledger)],
         ranges=opts.space,
         known=plan.fitted_probes(),
+        ledger=plan.ledger,
     )
     search_wall = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
-    write_json(opts.task_dir / SEARCH_FILE, prepared.state(search_wall))
+    write_json(opts.task_dir / SEARCH_FILE, prepared.state(search_wall, plan.scores, plan.speedup))
     trials, epochs = write_trial_tables(prepared, plan, outcome)
     record = best_record(prepared, plan, trials, search_wall, report)
     stages = {
@@ -190,7 +194,8 @@ def start_folder(prepared: Prepared) -> dict:
 def plan_search(prepared: Prepared, begun: float) -> Plan:
     """Resources, the trials' setup, the backbones' screening and the points that run first; the time budget."""
     opts, data = prepared.options, prepared.data
-    elapsed_before = search_record(opts.task_dir).get("elapsed_s", 0.0) if opts.resume else 0.0
+    earlier = search_record(opts.task_dir) if opts.resume else {}
+    elapsed_before = earlier.get("elapsed_s", 0.0)
     nodes = node_resources()
     resources = plan_resources(
         nodes,
@@ -214,27 +219,32 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
         data_pieces=cache_pieces(data.cache) if resources.cluster else None,
     )
     screening = time.perf_counter()
-    scores = screen_backbones(setup, list(opts.backbones), resources)
+    scores = screen_backbones(setup, list(opts.backbones), resources, earlier.get("screening"))
     backbones = kept_backbones(scores, opts.prescreen)
     warm = [("warm-start", p) for p in prepared.warm_points if p["backbone"] in backbones]
     pretrained = {b: p.state_dict is not None for b, p in prepared.weights.items()}
     recipes = baseline_points(backbones, opts.trials, {b for b, on in pretrained.items() if on})
     points = [*warm, *(("recipe", p) for p in recipes)]
     points = [(source, p) for source, p in points if within(p, opts.space)][: max(1, opts.trials // 2)]
-    write_json(opts.task_dir / SEARCH_FILE, prepared.state(elapsed_before))
+    speedup = 1.0
+    if opts.time_budget_s and opts.retrain:
+        speedup = earlier.get("speedup") or measure_speedup(setup, resources, backbones[0])
+    write_json(opts.task_dir / SEARCH_FILE, prepared.state(elapsed_before, scores, speedup))
+    spent = elapsed_before + prepared.seconds + time.perf_counter() - begun
+    ledger = TrialLedger.open(prepared.files.ledger, fresh=not opts.resume, spent_s=spent)
     stopper = None
     if opts.time_budget_s:
-        speedup = measure_speedup(setup, resources, backbones[0]) if opts.retrain else 1.0
         stopper = TimeBudget(
-            opts.time_budget_s - elapsed_before - prepared.seconds - (time.perf_counter() - begun),
             opts.time_budget_s,
             plan_costs(scores, speedup, resources, data.cache.sizes, opts, setup.progressive),
             (opts.ensemble or AUTO_MEMBERS) if opts.retrain else 0,
-            opts.task_dir / SEARCH_FILE,
+            ledger,
             data.cache.load("val")[1],
         )
     screening = time.perf_counter() - screening
-    return Plan(setup, resources, backbones, points, scores, pretrained, elapsed_before, stopper, screening)
+    return Plan(
+        setup, resources, backbones, points, scores, pretrained, elapsed_before, ledger, stopper, screening, speedup
+    )
 
 
 def plan_costs(
@@ -417,8 +427,8 @@ def _budgeted_variants(
         return {}, False, "one trial to choose from: the single model"
     chosen = choose_variants(plan.setup, plan.resources, pool, False, 0)
     labels = prepared.data.cache.load("val")[1]
-    ledger = budget.ledger
-    costs = {t: member_cost(budget.costs, ledger[t]) if t in ledger else math.inf for t, _, _ in pool}
+    entries = plan.ledger.entries
+    costs = {t: member_cost(budget.costs, entries[t]) if t in entries else math.inf for t, _, _ in pool}
     # choosing is done: what is left goes to the members' retrains and tests, and then the tables
     allowance = budget.remaining() - TABLES_S - costs.get(best_id, 0.0)
     extra = {t: (0.0 if t == best_id else c) for t, c in costs.items()}
@@ -434,7 +444,7 @@ def _budgeted_variants(
     else:
         members = {best_id: 1}
         why = f"single model: no ensemble that fits the {allowance:.0f} s left beat its val_acc {single:.3f}"
-    check = sum(budget.costs.forward_s.get(ledger.get(t, {}).get("backbone", ""), 0.0) for t in members)
+    check = sum(budget.costs.forward_s.get(entries[t].backbone, 0.0) for t in members if t in entries)
     check *= len(labels)
     if budget.remaining() - TABLES_S - costs.get(best_id, 0.0) - spent < check:
         return chosen, False, why + "; no time left to try test-time augmentation"

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import pandas as pd
 from ray import tune
 
+from search.tuning.ledger import TrialLedger
+
 __all__ = [
     "GPU_MEMORY_MIB",
     "PROCESS_MIB",
@@ -135,21 +137,35 @@ def memory_check(trials: pd.DataFrame, epochs: pd.DataFrame, image_size: int) ->
 
 
 class MemoryWatch(tune.Callback):
-    """Once per backbone outside the table: its first trial's measured peak becomes its estimate, and a warning
-    says so when that estimate does not fit a trial's share of the GPU."""
+    """Once per backbone outside the table: its first trial's measured peak (the ledger's first epoch of it) becomes
+    its estimate, and a warning says so when that estimate does not fit a trial's share of the GPU."""
 
-    def __init__(self, image_size: int, batch_size: int, gpus_per_trial: float, gpu_mib: float | None):
-        self.image_size, self.batch_size = image_size, batch_size
+    def __init__(
+        self, ledger: TrialLedger, image_size: int, batch_size: int, gpus_per_trial: float, gpu_mib: float | None
+    ):
+        self.ledger, self.image_size, self.batch_size = ledger, image_size, batch_size
         self.gpus_per_trial, self.gpu_mib = gpus_per_trial, gpu_mib
-        self.measured: dict[str, Measured] = {}
+
+    def measured(self) -> dict[str, Measured]:
+        """backbone -> the first GPU peak measured of it, for the backbones the table lacks."""
+        out: dict[str, Measured] = {}
+        for trial_id, entry in self.ledger.entries.items():
+            first = entry.epochs[0] if entry.epochs else {}
+            known = entry.backbone in GPU_MEMORY_MIB or entry.backbone in out
+            if entry.device == "cuda" and not known and "peak_memory_mb" in first:
+                out[entry.backbone] = Measured(
+                    float(first["peak_memory_mb"]), self.image_size, int(first["batch_size"]), trial_id
+                )
+        return out
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self.ledger.record(trial.trial_id, result)
+        measured = self.measured()
         backbone = trial.config.get("backbone")
-        if result.get("device") != "cuda" or backbone in GPU_MEMORY_MIB or backbone in self.measured:
-            return
-        first = Measured(float(result["peak_memory_mb"]), self.image_size, int(result["batch_size"]), trial.trial_id)
-        self.measured[backbone] = first
-        need = estimate_mib(backbone, self.image_size, self.batch_size, self.measured)
+        first, entry = measured.get(backbone), self.ledger.entries.get(trial.trial_id)
+        if first is None or first.trial_id != trial.trial_id or entry is None or len(entry.epochs) != 1:
+            return  # the estimate is the first epoch's of the backbone's first trial, said once
+        need = estimate_mib(backbone, self.image_size, self.batch_size, measured)
         log.info(
             "%s is not in the memory table: trial %s peaked at %.0f MiB at batch %d, so a trial at batch %d needs "
             "about %.1f GiB",
@@ -157,7 +173,7 @@ class MemoryWatch(tune.Callback):
         )
         if self.gpu_mib:
             for line in packing_warnings(
-                [backbone], self.image_size, self.batch_size, self.gpus_per_trial, self.gpu_mib, self.measured
+                [backbone], self.image_size, self.batch_size, self.gpus_per_trial, self.gpu_mib, measured
             ):
                 log.warning("%s", line)
 

@@ -12,8 +12,8 @@ from datasets import UsageError, reading
 from results import read_json
 from search.command_line.options import ResolvedOptions
 from search.final.model_dir import MANIFEST
-from search.tuning.asha import RUNGS_FIX
 from search.tuning.budget import BUDGET_FILE, SEARCH_FIX
+from search.tuning.ledger import TrialLedger
 from search.tuning.space import trial_sources
 from search.tuning.tuner import SearchFiles
 
@@ -71,7 +71,7 @@ def check_existing(opts: ResolvedOptions, files: SearchFiles, signature: dict) -
             "run the same command without --resume to start one"
         )
     saved = search_record(out)
-    read_json(files.rungs, RUNGS_FIX)  # its contents are checked when ASHA is restored
+    TrialLedger.open(files.ledger, fresh=False)  # read and checked now: a damaged one stops the resume here
     if files.study.is_file():
         with reading(files.study, SEARCH_FIX):
             trial_sources(files.study_url())
@@ -106,7 +106,7 @@ def discard_search(out: Path, files: SearchFiles) -> None:
     shutil.rmtree(out / "model", ignore_errors=True)
     for name in (
         files.study,
-        files.rungs,
+        files.ledger,
         SEARCH_FILE,
         BUDGET_FILE,
         "trials.parquet",

@@ -6,27 +6,22 @@ retrain's measured speed); each trial's next epoch must fit beside it, and no tr
 from __future__ import annotations
 
 import logging
-import math
-import os
 import re
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from ray import tune
-from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
 from datasets import UsageError
 from results import read_json, write_json
 from search.final.choose import ensemble_choice
-from trainables.combine import checkpoint_probs
+from search.tuning.ledger import Entry, TrialLedger
 from trainables.steps import epoch_size
 
 __all__ = [
     "BUDGET_FILE",
-    "BudgetProbs",
     "BudgetedSearch",
     "Costs",
     "FIXED_S",
@@ -87,6 +82,12 @@ class Costs:
         f = self.forward_s.get(backbone, max(self.forward_s.values(), default=0.0))
         return f * (self.sizes["test"] * (2 if self.tta else 1) + self.sizes["val"])
 
+    def full_epoch_s(self, trial: Entry) -> float:
+        """The trial's last epoch's training steps, at the full side."""
+        last = trial.epochs[-1]
+        side = int(last.get("train_size") or self.image_size)
+        return float(last.get("train_s", 0.0)) / max((side / self.image_size) ** 2, 1e-9)
+
     def first_epoch_s(self, backbone: str) -> float:
         """A fine-tuning trial's first epoch before one has run: a training step is about three forward passes, at
         the first epoch's side, and the validation pass at the full side."""
@@ -94,143 +95,108 @@ class Costs:
         return f * (3 * self.area(0) * self.sizes["train"] + self.sizes["val"])
 
 
-def member_cost(costs: Costs, trial: dict) -> float:
-    """Seconds to retrain ``trial`` (a ledger entry) on train+val and test it: a probe refits its head on train+val
-    features and runs the epochs it kept; a fine-tuning trial runs every epoch of the schedule, from its own measured
-    training speed, over more images, at the retrain's threads."""
-    backbone, more = trial["backbone"], (costs.sizes["train"] + costs.sizes["val"]) / costs.sizes["train"]
-    if trial["on_features"]:
+def member_cost(costs: Costs, trial: Entry) -> float:
+    """Seconds to retrain ``trial`` on train+val and test it: a probe refits its head on train+val features and runs
+    the epochs it kept; a fine-tuning trial runs every epoch of the schedule, from its own measured training speed,
+    over more images, at the retrain's threads."""
+    backbone, more = trial.backbone, (costs.sizes["train"] + costs.sizes["val"]) / costs.sizes["train"]
+    if trial.on_features:
         return TASK_S + costs.head_s.get(backbone, 0.0) * more + costs.test_s(backbone)
-    full = trial["full_epoch_s"]  # one epoch's training steps at the full side, on the train split
     area = sum(costs.area(e) for e in range(costs.max_epochs))
-    return TASK_S + full * area * more / costs.speedup + costs.test_s(backbone)
+    return TASK_S + costs.full_epoch_s(trial) * area * more / costs.speedup + costs.test_s(backbone)
 
 
 @dataclass
 class TimeBudget(tune.Stopper):
-    """The plan, re-made after every result: the final stage's members are the best trial so far and the ensemble of
-    up to ``members`` that greedy selection picks from the trials' newest validation probabilities (``labels``; the
-    ``members`` best trials before any probabilities arrive), its reserve their summed costs plus ``FIXED_S``. A trial
-    stops when its next epoch does not fit before the reserve; ``BudgetedSearch`` starts no trial once a first epoch
-    does not.
+    """The plan, re-made after every result from the ledger: the final stage's members are the best trial so far and
+    the ensemble of up to ``members`` that greedy selection picks from the trials' newest validation probabilities
+    (``labels``; the ``members`` best trials before any probabilities arrive), its reserve their summed costs plus
+    ``FIXED_S``. A trial stops when its next epoch does not fit before the reserve; ``BudgetedSearch`` starts no trial
+    once a first epoch does not. The time spent is the ledger's, which --resume continues."""
 
-    The budget left is counted from when this is made (or restored by ``--resume``, from ``state_file``'s record of the
-    time the search has already run)."""
-
-    seconds_left: float
     budget_s: float
     costs: Costs
     members: int
-    state_file: Path
+    ledger: TrialLedger
     labels: np.ndarray | None = None  # the validation split's: what the ensemble is chosen against
-    started: float = field(default_factory=time.monotonic)
-    ledger: dict[str, dict] = field(default_factory=dict)  # trial id -> what the plan knows of it
-    probs: dict[str, np.ndarray] = field(default_factory=dict)  # trial id -> its newest checkpoint's
-    ended_by: str = ""
-    pid: int = field(default_factory=os.getpid)
 
     def remaining(self) -> float:
-        return self.seconds_left - (time.monotonic() - self.started)
+        return self.budget_s - self.ledger.elapsed()
 
-    def record(self, trial_id: str, result: dict) -> None:
-        """A trial's epoch: its speed and score (idempotent: the searcher and the stopper both pass it on)."""
-        epoch = int(result.get("epoch", 0))
-        value = result.get("val_acc")
-        if not epoch or not isinstance(value, float | int) or not math.isfinite(value):
-            return
-        entry = self.ledger.setdefault(trial_id, {"val_acc": -math.inf})
-        if entry.get("epoch", 0) >= epoch:
-            return
-        side = int(result.get("train_size") or self.costs.image_size)
-        area = (side / self.costs.image_size) ** 2
-        entry.update(
-            backbone=result.get("config", {}).get("backbone", entry.get("backbone", "")),
-            on_features=bool(result.get("on_features")),
-            epoch=epoch,
-            epoch_s=float(result.get("wall_s", 0.0)) - entry.get("wall_s", 0.0),
-            wall_s=float(result.get("wall_s", 0.0)),
-            full_epoch_s=float(result.get("train_s", 0.0)) / max(area, 1e-9),
-        )
-        loss = float(result.get("val_loss", math.inf))
-        if (float(value), -loss) > (entry["val_acc"], -entry.get("val_loss", math.inf)):  # its best epoch, as tables
-            entry.update(val_acc=float(value), val_loss=loss)
+    @property
+    def ended_by(self) -> str:
+        return self.ledger.ended_by
 
     def plan(self) -> list[tuple[str, float]]:
         """The final stage's members as it stands: (trial id, seconds), the best trial first."""
-        if not self.members or not self.ledger:
+        entries = {t: e for t, e in self.ledger.entries.items() if e.epochs}
+        if not self.members or not entries:
             return []
         # as results.ranked_trials ranks them: accuracy, then loss, then fewer epochs, then the id
-        ledger = self.ledger
-        ranked = sorted(ledger, key=lambda t: (-ledger[t]["val_acc"], ledger[t]["val_loss"], ledger[t]["epoch"], t))
-        costs = {t: member_cost(self.costs, ledger[t]) for t in ranked}
+        ranked = sorted(entries, key=lambda t: (tuple(-v for v in entries[t].best()), entries[t].epoch, t))
+        costs = {t: member_cost(self.costs, entries[t]) for t in ranked}
         chosen = []
         if self.labels is not None:
             # what the final stage could still afford once the epochs under way end: a member that no longer fits
             # leaves the plan (and its reserve), as it would leave the final stage's choice
             allowance = self.remaining() - FIXED_S - self.in_flight() - costs[ranked[0]]
             extra = costs | {ranked[0]: 0.0}
-            chosen = list(ensemble_choice(ranked, self.probs, self.labels, self.members, extra, allowance)[0])
+            probs = {t: p for t in ranked if (p := self.ledger.probs(t)) is not None}
+            chosen = list(ensemble_choice(ranked, probs, self.labels, self.members, extra, allowance)[0])
         members = [ranked[0], *(t for t in (chosen or ranked[: self.members]) if t != ranked[0])]
         return [(t, costs[t]) for t in members]
 
     def in_flight(self, but: str = "") -> float:
         """Seconds until the epochs already under way (other than ``but``'s) end: they run whatever the plan says."""
         now = time.monotonic()
-        ends = [e["until"] - now for t, e in self.ledger.items() if t != but and not e.get("done") and "until" in e]
+        ends = [e.until - now for t, e in self.ledger.entries.items() if t != but and not e.done and e.until]
         return max([0.0, *ends])
 
     def reserve(self) -> float:
         return FIXED_S + sum(s for _, s in self.plan())
 
-    def next_epoch_s(self, trial_id: str) -> float:
+    def next_epoch_s(self, trial: Entry) -> float:
         """The trial's next epoch: its last one's training steps at the next side, plus the rest it measured."""
-        e = self.ledger[trial_id]
-        if e["on_features"]:
-            return e["epoch_s"]
-        change = self.costs.area(e["epoch"]) - self.costs.area(e["epoch"] - 1)
-        return e["epoch_s"] + e["full_epoch_s"] * change
+        if trial.on_features:
+            return trial.epoch_s()
+        change = self.costs.area(trial.epoch) - self.costs.area(trial.epoch - 1)
+        return trial.epoch_s() + self.costs.full_epoch_s(trial) * change
 
     def admits_new(self) -> bool:
         """Whether a new trial's first epoch still fits: the fine-tuning trials' cheapest measured first epoch, or
         before one ran the estimate from the screening's speed."""
-        firsts = [e["first_s"] for e in self.ledger.values() if "first_s" in e]
-        backbones = {e["backbone"] for e in self.ledger.values()} or set(self.costs.forward_s)
+        entries = self.ledger.entries.values()
+        firsts = [e.epoch_s(0) for e in entries if not e.on_features and e.epochs and e.epochs[0]["epoch"] == 1]
+        backbones = {e.backbone for e in entries} or set(self.costs.forward_s)
         first = min(firsts) if firsts else min((self.costs.first_epoch_s(b) for b in backbones), default=0.0)
         fits = self.remaining() - self.in_flight() >= self.reserve() + first
         return not self._fire(not fits, "no new trial's first epoch fits")
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        self.record(trial_id, result)
-        entry = self.ledger.get(trial_id)
-        if entry is None:
+        self.ledger.record(trial_id, result)
+        entry = self.ledger.entries.get(trial_id)
+        if entry is None or not entry.epochs:
             return False
-        if entry["epoch"] >= self.costs.max_epochs:
-            entry["done"] = True
+        if entry.epoch >= self.costs.max_epochs:
+            self.ledger.end(trial_id)
             return False
-        if entry["epoch"] == 1 and not entry["on_features"]:
-            entry.setdefault("first_s", entry["epoch_s"])
-        upcoming = self.next_epoch_s(trial_id)
+        upcoming = self.next_epoch_s(entry)
         stop = self._fire(
             self.remaining() - self.in_flight(but=trial_id) < self.reserve() + upcoming,
             f"trial {trial_id}'s next epoch does not fit",
         )
         if stop:
-            entry["done"] = True
+            self.ledger.end(trial_id, stopped_by="budget")
         else:
-            entry["until"] = time.monotonic() + upcoming
+            entry.until = time.monotonic() + upcoming
         return stop
-
-    def finished(self, trial_id: str) -> None:
-        """A trial ended (completed, stopped or failed): none of its epochs is under way."""
-        if trial_id in self.ledger:
-            self.ledger[trial_id]["done"] = True
 
     def stop_all(self) -> bool:
         return False  # running trials end on their own epochs; new ones are refused by BudgetedSearch
 
     def _fire(self, stop: bool, why: str) -> bool:
         if stop and not self.ended_by:
-            self.ended_by = why
+            self.ledger.end_search(why)
             log.info(
                 "time budget: %s (%.0f s left, %.0f s kept for the final stage)", why, self.remaining(), self.reserve()
             )
@@ -239,12 +205,11 @@ class TimeBudget(tune.Stopper):
 
     def write(self, **actual: object) -> None:
         """``BUDGET_FILE``: the budget, what ended the search, the plan's members and reserve now, and ``actual``."""
-        path = self.state_file.with_name(BUDGET_FILE)
+        path = self.ledger.path.with_name(BUDGET_FILE)
         old = read_json(path, SEARCH_FIX) if path.is_file() else {}
         record = {
             "budget_s": self.budget_s,
-            "ended_by": self.ended_by or old.get("ended_by", ""),
-            "stopped": self.ended_by or old.get("stopped", ""),
+            "ended_by": self.ended_by,
             "plan": {
                 "members": [{"trial_id": t, "seconds": round(s, 1)} for t, s in self.plan()],
                 "final_s": round(self.reserve(), 1),
@@ -254,22 +219,9 @@ class TimeBudget(tune.Stopper):
         }
         write_json(path, {**old, **record, **actual})
 
-    def __setstate__(self, state: dict) -> None:
-        """Restored by ``--resume``: the budget left is what the earlier runs did not spend."""
-        self.__dict__.update(state)
-        if self.pid == os.getpid():  # a copy within this run, not a restore
-            return
-        self.pid = os.getpid()
-        spent = read_json(self.state_file, SEARCH_FIX).get("elapsed_s", 0.0)
-        self.seconds_left = self.budget_s - spent
-        self.started = time.monotonic()
-        for entry in self.ledger.values():  # another process's clock: the restored trials start their epochs anew
-            entry.pop("until", None)
-
 
 class BudgetedSearch(Searcher):
-    """The searcher, asked for a new trial only while the time budget admits one (the first always); it passes every
-    result to the budget too (which the stopper also does: the ledger takes each epoch once)."""
+    """The searcher, asked for a new trial only while the time budget admits one (the first always)."""
 
     def __init__(self, searcher: Searcher, budget: TimeBudget):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
@@ -287,11 +239,10 @@ class BudgetedSearch(Searcher):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.budget.record(trial_id, result)
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        self.budget.finished(trial_id)
+        self.budget.ledger.end(trial_id)  # before the searcher is asked for the next: none of its epochs is under way
         self.searcher.on_trial_complete(trial_id, result, error)
 
     def get_state(self) -> dict:  # as Ray's ConcurrencyLimiter: the wrapper's own state; the searcher saves its own
@@ -305,15 +256,3 @@ class BudgetedSearch(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         self.searcher.restore(checkpoint_path)
-
-
-class BudgetProbs(tune.Callback):
-    """Hands each new checkpoint's validation probabilities to the budget's plan (``TimeBudget.probs``)."""
-
-    def __init__(self, budget: TimeBudget):
-        self.budget = budget
-
-    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: tune.Checkpoint, **info):
-        probs = checkpoint_probs(checkpoint)
-        if probs is not None:
-            self.budget.probs[trial.trial_id] = probs

@@ -18,11 +18,17 @@ __all__ = ["kept_backbones", "measure_speedup", "screen_backbones"]
 log = logging.getLogger(__name__)
 
 
-def screen_backbones(setup: TrialSetup, backbones: list[str], resources: Resources) -> dict[str, dict]:
+def screen_backbones(
+    setup: TrialSetup, backbones: list[str], resources: Resources, earlier: dict[str, dict] | None = None
+) -> dict[str, dict]:
     """backbone -> ``{"logme", "probe_val_acc", "feature_dim", "screen_s", "forward_s", "head_s", "threads"}``, most
     promising first. Fewer backbones than trial slots share the node's CPUs (one backbone: all of them). A backbone
     whose screening failed gets ``{"error": ...}`` instead, is ranked last and still searched: its trials fail or
-    not on their own, and the tables say why."""
+    not on their own, and the tables say why. ``earlier``: the scores the search measured when it started (--resume
+    continues with them rather than spend a Ray task on each backbone again)."""
+    if earlier and set(earlier) == set(backbones):
+        log.info("the backbones' screening from when this search started: %s", ", ".join(earlier))
+        return earlier
     threads = resources.cpus_per_trial
     if not resources.gpus_per_trial and not resources.cluster:
         threads = max(threads, resources.retrain_cpus // max(1, len(backbones)))

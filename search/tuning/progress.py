@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 from ray import tune
 from ray.tune.experiment import Trial
 
 from results import stopped_early
+from search.tuning.ledger import TrialLedger
 from search.tuning.space import METRIC
 
 __all__ = ["Progress"]
@@ -27,18 +27,12 @@ class Progress(tune.Callback):
     """Logs a line each time a trial ends; the estimate assumes the remaining trials cost what the ended ones did
     (``total`` 0: the time budget decides how many, and the line gives no estimate)."""
 
-    def __init__(self, task: str, total: int, max_epochs: int):
-        self.task, self.total, self.max_epochs = task, total, max_epochs
+    def __init__(self, task: str, total: int, max_epochs: int, ledger: TrialLedger):
+        self.task, self.total, self.max_epochs, self.ledger = task, total, max_epochs, ledger
         self.started = time.monotonic()
-        self.best: tuple[float, str] | None = None
 
     def setup(self, **info) -> None:
         self.started = time.monotonic()  # also after a restore: the estimate is for this run
-
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
-        value = result.get(METRIC)
-        if isinstance(value, float | int) and math.isfinite(value) and (self.best is None or value > self.best[0]):
-            self.best = (float(value), f"{trial.config.get('backbone')}, trial {trial.trial_id}")
 
     # Ray Tune calls these before it changes the trial's status, so the ending trial is passed on with its outcome
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
@@ -58,7 +52,10 @@ class Progress(tune.Callback):
         )
         running = sum(status[t.trial_id] == Trial.RUNNING for t in trials)
         elapsed = time.monotonic() - self.started
-        best = f"best {METRIC} {self.best[0]:.3f} ({self.best[1]})" if self.best else "no result yet"
+        best = "no result yet"
+        if (leader := self.ledger.best()) is not None:
+            trial_id, entry = leader
+            best = f"best {METRIC} {entry.best()[0]:.3f} ({entry.backbone}, trial {trial_id})"
         left = ""
         if 0 < len(ended) < self.total:
             left = f", about {_duration(elapsed / len(ended) * (self.total - len(ended)))} left"

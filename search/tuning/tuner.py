@@ -18,7 +18,8 @@ from ray.tune.experiment import Trial
 from search.cluster.follow import FollowCluster
 from search.cluster.session import Resources
 from search.tuning.asha import make_scheduler
-from search.tuning.budget import BudgetedSearch, BudgetProbs, TimeBudget
+from search.tuning.budget import BudgetedSearch, TimeBudget
+from search.tuning.ledger import LEDGER_FILE, TrialLedger
 from search.tuning.progress import Progress
 from search.tuning.retention import CheckpointRetention, snapshot_period
 from search.tuning.space import METRIC, MODE, make_searcher
@@ -32,18 +33,18 @@ FINISHED = (Trial.TERMINATED, Trial.ERROR)
 
 @dataclass(frozen=True)
 class SearchFiles:
-    """Where one task's search keeps its state: Ray Tune's experiment, the Optuna study and ASHA's rungs."""
+    """Where one task's search keeps its state: Ray Tune's experiment, the Optuna study and the trial ledger."""
 
     experiment: str  # a local path or a URI
     study: Path
-    rungs: Path
+    ledger: Path
 
     @classmethod
     def under(cls, task_dir: Path, storage: str | None, name: str) -> SearchFiles:
         root = storage or str(task_dir / "tune")
         if "://" not in root:
             root = str(Path(root).expanduser().resolve())
-        return cls(root.rstrip("/") + "/" + name, task_dir / "study.db", task_dir / "rungs.json")
+        return cls(root.rstrip("/") + "/" + name, task_dir / "study.db", task_dir / LEDGER_FILE)
 
     def exists(self) -> bool:
         return tune.Tuner.can_restore(self.experiment)
@@ -76,10 +77,13 @@ def run_trials(
     callbacks: Sequence[tune.Callback] = (),
     ranges: Mapping[str, Range] | None = None,
     known: Mapping[str, float] | None = None,
+    ledger: TrialLedger | None = None,
 ) -> Outcome:
     """Run (or, with ``resume``, continue) the search; the caller has checked that ``files`` fit the request.
     ``callbacks`` join the search's own (a restored search keeps those it started with); ``ranges`` replace the
-    declared space's (a config file's); ``known`` validation results (name -> metric) count at ASHA's rungs."""
+    declared space's (a config file's); ``known`` validation results (name -> metric) count at ASHA's rungs;
+    ``ledger``: the one the stopper and callbacks read (else this opens ``files.ledger``'s)."""
+    ledger = ledger or TrialLedger.open(files.ledger, fresh=not resume)
     wrapped = tune.with_resources(
         tune.with_parameters(trainable, setup=setup),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
@@ -100,7 +104,7 @@ def run_trials(
                 metric=METRIC,  # the scheduler's and the progress table's; the searcher gets it at creation
                 mode=MODE,
                 search_alg=searcher,
-                scheduler=make_scheduler(setup.max_epochs, files.rungs, known),
+                scheduler=make_scheduler(setup.max_epochs, ledger, known),
                 # with a time budget the budget ends the search: trials start while the plan fits, beyond --trials
                 num_samples=-1 if isinstance(stopper, TimeBudget) else trials,
                 max_concurrent_trials=None if resources.cluster else resources.concurrency,
@@ -117,9 +121,9 @@ def run_trials(
                 # CheckpointRetention, not num_to_keep, deletes old checkpoints: Ray's deletion can lose a trial
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 callbacks=[
-                    Progress(name, 0 if isinstance(stopper, TimeBudget) else trials, setup.max_epochs),
+                    ledger,
+                    Progress(name, 0 if isinstance(stopper, TimeBudget) else trials, setup.max_epochs, ledger),
                     CheckpointRetention(),
-                    *([BudgetProbs(stopper)] if isinstance(stopper, TimeBudget) else []),
                     *callbacks,
                 ],
                 verbose=1 if verbose else 0,  # Ray Tune's own tables with -v; one line per ended trial without

@@ -22,6 +22,7 @@ from search.command_line.options import SearchOptions
 from search.driver import Plan, Prepared, run_task, write_trial_tables
 from search.failures import SearchInterrupted
 from search.inputs.lock import TaskLocks
+from search.tuning.ledger import TrialLedger
 from search.tuning.tuner import SearchFiles, run_trials
 from tests.search_tests.processes import LIMIT_S, cpu_seconds, logged_results, wait_for
 from trainables import Range, TrialSetup, train_trial
@@ -278,7 +279,8 @@ def test_ctrl_c_between_two_trials_stops_the_search_instead_of_retraining_the_on
         callbacks=[CtrlCAfterTheFirstTrial()],
     )
     assert [r["finished"] for r in outcome.records] == [True], "Ray Tune returns the one finished trial alone"
-    plan = Plan(setup, None, ["resnet10t"], [], {}, {"resnet10t": False}, 0.0, None)
+    ledger = TrialLedger.of(prepared.files.ledger)  # the one the search just wrote
+    plan = Plan(setup, None, ["resnet10t"], [], {}, {"resnet10t": False}, 0.0, ledger, None)
     with pytest.raises(SearchInterrupted, match="stopped with 1 of 3 trials finished"):
         write_trial_tables(prepared, plan, outcome)
     assert len(pd.read_parquet(tmp_path / prepared.data.task.name / "trials.parquet")) == 1

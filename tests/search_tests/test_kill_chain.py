@@ -242,7 +242,9 @@ def test_a_retrain_killed_midway_and_resumed_writes_one_result_and_is_not_repeat
     ]
     assert best["model_variant"] == "ensemble" and best["tta"] is True
     [saved] = [v for v in best["variants"] if v["variant"] == "ensemble" and v["tta"]]
-    assert best["test_acc"] == saved["test_acc"]  # the saved model's own test, not another variant's
+    assert best["saved_test_acc"] == saved["test_acc"]  # the saved model's own test, not another variant's
+    [single] = [v for v in best["variants"] if v["variant"] == "single" and not v["tta"]]
+    assert best["test_acc"] == single["test_acc"], "test_acc is the best configuration's retrain, as the contract says"
     manifest = json.loads((task / "model" / "manifest.json").read_text())
     assert [m["trial_id"] for m in manifest["members"]] == [m["trial_id"] for m in best["variants"][-1]["members"]]
     assert all((task / "model" / m["path"] / "weights.safetensors").is_file() for m in manifest["members"])

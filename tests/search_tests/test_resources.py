@@ -11,6 +11,7 @@ from datasets import DEFAULT_BACKBONES, UsageError
 from search import main
 from search.cluster.packing import GPU_MEMORY_MIB, MemoryWatch, estimate_mib, memory_check, packing_warnings
 from search.cluster.session import node_resources, plan_resources
+from search.tuning.ledger import TrialLedger
 from tests.search_tests.tiny import tiny_search
 
 ONE_GPU = [{"CPU": 16.0, "GPU": 1.0, "memory": 1e11}]
@@ -121,19 +122,25 @@ def test_the_report_checks_measured_gpu_peaks_against_the_table_and_a_new_backbo
     assert memory_check(trials, on_cpu, 224).empty, "a CPU search has no GPU figures to check"
 
 
-def test_a_backbone_outside_the_table_is_estimated_from_its_first_trial_during_the_search(caplog):
-    watch = MemoryWatch(image_size=224, batch_size=64, gpus_per_trial=0.25, gpu_mib=80 * 1024)
+def _epoch(epoch: int, backbone: str, device: str = "cuda", **measured) -> dict:
+    return {"epoch": epoch, "val_acc": 0.5, "device": device, "config": {"backbone": backbone}, **measured}
+
+
+def test_a_backbone_outside_the_table_is_estimated_from_its_first_trial_during_the_search(caplog, tmp_path):
+    ledger = TrialLedger.open(tmp_path / "ledger.json", fresh=True)
+    watch = MemoryWatch(ledger, image_size=224, batch_size=64, gpus_per_trial=0.25, gpu_mib=80 * 1024)
     first = SimpleNamespace(trial_id="t1", config={"backbone": "convnext_atto"})
     with caplog.at_level(logging.INFO, logger="search.cluster.packing"):
-        watch.on_trial_result(0, [], first, {"device": "cuda", "peak_memory_mb": 12_000.0, "batch_size": 32})
-        watch.on_trial_result(1, [], first, {"device": "cuda", "peak_memory_mb": 30_000.0, "batch_size": 32})
-    assert watch.measured["convnext_atto"].peak_mib == 12_000, "the first measure stays the estimate"
+        watch.on_trial_result(0, [], first, _epoch(1, "convnext_atto", peak_memory_mb=12_000.0, batch_size=32))
+        watch.on_trial_result(1, [], first, _epoch(2, "convnext_atto", peak_memory_mb=30_000.0, batch_size=32))
+    assert watch.measured()["convnext_atto"].peak_mib == 12_000, "the first measure stays the estimate"
     (info,) = [r.message for r in caplog.records if r.levelno == logging.INFO]
     assert "trial t1 peaked at 12000 MiB at batch 32" in info and "batch 64 needs about 24.4 GiB" in info
     (warning,) = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.startswith("convnext_atto at 224 px and batch 64") and "--gpus-per-trial 0.25" in warning
     caplog.clear()
     listed = SimpleNamespace(trial_id="t2", config={"backbone": "resnet18"})
-    watch.on_trial_result(2, [], listed, {"device": "cuda", "peak_memory_mb": 900.0, "batch_size": 64})
-    watch.on_trial_result(3, [], SimpleNamespace(trial_id="t3", config={"backbone": "resnet10t"}), {"device": "cpu"})
-    assert not caplog.records and set(watch.measured) == {"convnext_atto"}
+    watch.on_trial_result(2, [], listed, _epoch(1, "resnet18", peak_memory_mb=900.0, batch_size=64))
+    on_cpu = SimpleNamespace(trial_id="t3", config={"backbone": "resnet10t"})
+    watch.on_trial_result(3, [], on_cpu, _epoch(1, "resnet10t", device="cpu"))
+    assert not caplog.records and set(watch.measured()) == {"convnext_atto"}

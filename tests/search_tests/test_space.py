@@ -7,6 +7,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from search import make_searcher, search_space
 from search.tuning.asha import make_scheduler
+from search.tuning.ledger import TrialLedger
 from search.tuning.space import baseline_points, trial_sources
 from trainables import TrialConfig, knob_range
 
@@ -107,7 +108,7 @@ def test_a_trial_told_after_the_last_snapshot_is_left_as_told_when_its_last_epoc
 
 
 def test_asha_stops_a_weak_fine_tuning_trial_but_never_a_probe_on_cached_features(tmp_path):
-    scheduler = make_scheduler(4, tmp_path / "rungs.json")
+    scheduler = make_scheduler(4, TrialLedger.open(tmp_path / "ledger.json", fresh=True))
     scheduler.set_search_properties("val_acc", "max")
     trials = {name: Trial("__fake", trial_id=name, stub=True, config={}) for name in ("good", "weak", "probe")}
     for trial in trials.values():
@@ -118,14 +119,15 @@ def test_asha_stops_a_weak_fine_tuning_trial_but_never_a_probe_on_cached_feature
     # below both at the first rung, but a probe's epochs take milliseconds: stopping it saves nothing
     probe = {"epoch": 1, "val_acc": 0.5, "wall_s": 0.3, "on_features": True}
     assert decide(None, trials["probe"], probe) == scheduler.CONTINUE
-    assert scheduler.rungs[1.0]["probe"] == 0.5, "its value still sets the rung's cutoff"
+    assert scheduler.rung(1.0)["probe"] == 0.5, "its value still sets the rung's cutoff"
+    assert scheduler.ledger.entries["weak"].stopped_by == "asha" and not scheduler.ledger.entries["probe"].done
 
 
 def test_asha_judges_the_first_trial_against_the_screenings_fitted_probe(tmp_path):
     """Alone at a rung, a trial always goes on; with the fitted probe known there, one below it stops, at every rung,
     and a --resume keeps the known result."""
-    plain = make_scheduler(4, tmp_path / "plain.json")
-    known = make_scheduler(4, tmp_path / "rungs.json", {"fitted probe b": 0.9})
+    plain = make_scheduler(4, TrialLedger.open(tmp_path / "plain.json", fresh=True))
+    known = make_scheduler(4, TrialLedger.open(tmp_path / "ledger.json", fresh=True), {"fitted probe b": 0.9})
     first = Trial("__fake", trial_id="first", stub=True, config={})
     result = {"epoch": 1, "val_acc": 0.85, "wall_s": 10.0}
     for scheduler in (plain, known):
@@ -137,13 +139,18 @@ def test_asha_judges_the_first_trial_against_the_screenings_fitted_probe(tmp_pat
     known.on_trial_add(None, second)
     assert known.on_trial_result(None, second, {"epoch": 1, "val_acc": 0.95, "wall_s": 10.0}) == known.CONTINUE
     assert known.on_trial_result(None, second, {"epoch": 2, "val_acc": 0.88, "wall_s": 20.0}) == known.STOP
-    restored = pickle.loads(pickle.dumps(make_scheduler(4, tmp_path / "rungs.json")))
-    assert all(rung["fitted probe b"] == 0.9 for rung in restored.rungs.values())
+    restored = pickle.loads(pickle.dumps(known))
+    assert all(restored.rung(m)["fitted probe b"] == 0.9 for m in restored.milestones)
+    # --resume: the rungs are the ledger's, read back from its file, with each trial judged once per rung
+    TrialLedger.open(tmp_path / "ledger.json", fresh=False)
+    restored = pickle.loads(pickle.dumps(known))
+    assert restored.rung(2.0) == {"fitted probe b": 0.9, "second": 0.88}
+    assert restored.on_trial_result(None, second, {"epoch": 2, "val_acc": 0.88, "wall_s": 20.0}) == known.CONTINUE
 
 
 def test_our_asha_stops_exactly_the_trials_rays_asha_stops(tmp_path):
     """Ray's scheduler keeps its rungs private, so the search has its own; it must decide as Ray's does."""
-    ours = make_scheduler(8, tmp_path / "rungs.json")
+    ours = make_scheduler(8, TrialLedger.open(tmp_path / "ledger.json", fresh=True))
     theirs = AsyncHyperBandScheduler(
         time_attr="epoch", metric="val_acc", mode="max", max_t=8, grace_period=2, reduction_factor=2
     )
@@ -164,8 +171,8 @@ def test_our_asha_stops_exactly_the_trials_rays_asha_stops(tmp_path):
         decisions.append(decision)
         if decision == ours.STOP:
             del epochs[name]
-    assert decisions.count(ours.STOP) == 16 and ours.stopped == 16
-    assert sum(len(r) for r in ours.rungs.values()) > 16, "trials were compared at more than one rung"
+    assert decisions.count(ours.STOP) == 16
+    assert sum(len(ours.rung(m)) for m in ours.milestones) > 16, "trials were compared at more than one rung"
 
 
 def test_the_space_the_tables_and_the_recipes_come_from_trialconfig_alone():
