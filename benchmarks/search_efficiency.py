@@ -68,7 +68,7 @@ class Recorder(tune.Callback):
 
 def run(method: str, setup: TrialSetup, backbones: list[str], trials: int, work: str) -> tuple[list[float], float]:
     """One search; returns each reported epoch's validation accuracy in arrival order, and the wall time."""
-    scheduler = make_scheduler(setup.max_epochs, TrialLedger.open(Path(work) / f"{method}-ledger.json", fresh=True))
+    scheduler = make_scheduler(setup.max_epochs, TrialLedger.open(Path(work) / f"{method}-search.json", fresh=True))
     space: dict = {}
     if method == "tpe+asha":
         points = [("recipe", p) for p in baseline_points(backbones, trials, pretrained=())]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -23,7 +24,6 @@ from results import (
     copy_tree,
     epochs_frame,
     priced_variants,
-    read_json,
     status_counts,
     trials_frame,
     write_json,
@@ -37,6 +37,8 @@ from search.command_line.options import ResolvedOptions
 from search.failures import SearchFailed, SearchInterrupted
 from search.final.choose import (
     AUTO_MEMBERS,
+    Blend,
+    Choice,
     candidates,
     choose_variants,
     ensemble_choice,
@@ -48,9 +50,9 @@ from search.final.choose import (
 from search.final.model_dir import save_ensemble, save_model
 from search.final.retrain import retrain_summary, submit_retrains
 from search.inputs.prepare import Prepared
-from search.inputs.resume import SEARCH_FILE, discard_search, search_record
+from search.inputs.resume import discard_search
 from search.outputs import write_task_report
-from search.tuning.budget import BUDGET_FILE, SEARCH_FIX, TABLES_S, Costs, TimeBudget, member_cost
+from search.tuning.budget import TABLES_S, Costs, TimeBudget, member_cost
 from search.tuning.costs import backbone_costs
 from search.tuning.ledger import TrialLedger
 from search.tuning.prescreen import kept_backbones, measure_speedup, screen_backbones
@@ -100,7 +102,7 @@ def _on_cluster(opts: ResolvedOptions, nodes: list[dict[str, float]]) -> bool:
     return bool(opts.address or os.environ.get("RAY_ADDRESS")) or len(nodes) > 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """What the search runs with, decided before the first trial."""
 
@@ -110,7 +112,6 @@ class Plan:
     points: list[tuple[str, dict]]
     scores: dict[str, dict]
     pretrained: dict[str, bool]
-    elapsed_before: float  # seconds earlier runs of this search spent (--resume)
     ledger: TrialLedger
     stopper: TimeBudget | None
     screening_s: float = 0.0
@@ -150,8 +151,8 @@ def run_task(prepared: Prepared) -> dict:
         known=plan.fitted_probes(),
         ledger=plan.ledger,
     )
-    search_wall = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
-    write_json(opts.task_dir / SEARCH_FILE, prepared.state(search_wall, plan.scores, plan.speedup))
+    search_wall = plan.ledger.elapsed()
+    plan.ledger.save()  # the seconds the search ran, for a --resume after Ctrl-C
     trials, epochs = write_trial_tables(prepared, plan, outcome)
     record = best_record(prepared, plan, trials, search_wall, report)
     stages = {
@@ -167,7 +168,7 @@ def run_task(prepared: Prepared) -> dict:
     record = write_results(prepared, plan, {**record, "stages_s": _rounded(stages)}, trials, epochs, report)
     stages["tables"] = time.perf_counter() - tables
     if plan.stopper is not None:
-        whole = plan.elapsed_before + prepared.seconds + time.perf_counter() - begun
+        whole = plan.ledger.elapsed()
         plan.stopper.write(actual={**_rounded(stages), "whole_s": round(whole, 1)})
     if opts.retrain:
         log_retrained(opts.mlflow, opts.task_name, record)
@@ -194,8 +195,8 @@ def start_folder(prepared: Prepared) -> dict:
 def plan_search(prepared: Prepared, begun: float) -> Plan:
     """Resources, the trials' setup, the backbones' screening and the points that run first; the time budget."""
     opts, data = prepared.options, prepared.data
-    earlier = search_record(opts.task_dir) if opts.resume else {}
-    elapsed_before = earlier.get("elapsed_s", 0.0)
+    ledger = TrialLedger.open(prepared.files.ledger, fresh=not opts.resume)
+    earlier, elapsed_before = ledger.search, ledger.spent_s
     nodes = node_resources()
     resources = plan_resources(
         nodes,
@@ -229,9 +230,7 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
     speedup = 1.0
     if opts.time_budget_s and opts.retrain:
         speedup = earlier.get("speedup") or measure_speedup(setup, resources, backbones[0])
-    write_json(opts.task_dir / SEARCH_FILE, prepared.state(elapsed_before, scores, speedup))
-    spent = elapsed_before + prepared.seconds + time.perf_counter() - begun
-    ledger = TrialLedger.open(prepared.files.ledger, fresh=not opts.resume, spent_s=spent)
+    ledger.start(prepared.definition(scores, speedup), elapsed_before + prepared.seconds + time.perf_counter() - begun)
     stopper = None
     if opts.time_budget_s:
         stopper = TimeBudget(
@@ -242,9 +241,7 @@ def plan_search(prepared: Prepared, begun: float) -> Plan:
             data.cache.load("val")[1],
         )
     screening = time.perf_counter() - screening
-    return Plan(
-        setup, resources, backbones, points, scores, pretrained, elapsed_before, ledger, stopper, screening, speedup
-    )
+    return Plan(setup, resources, backbones, points, scores, pretrained, ledger, stopper, screening, speedup)
 
 
 def plan_costs(
@@ -266,7 +263,7 @@ def plan_costs(
 def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> tuple[pd.DataFrame, pd.DataFrame]:
     """trials.parquet and epochs.parquet, returned; after Ctrl-C, SearchInterrupted once they are written."""
     opts, out = prepared.options, prepared.options.task_dir
-    budget_ended = budget_end(out) is not None
+    budget_ended = bool(plan.ledger.ended_by)
     sources = trial_sources(prepared.files.study_url())
     finished = [
         {**r, "source": sources.get(r["trial_id"], "sampler")}
@@ -285,13 +282,6 @@ def write_trial_tables(prepared: Prepared, plan: Plan, outcome: Outcome) -> tupl
             f"(their tables are in {out}; every trial's latest checkpoint is kept)"
         )
     return trials, epochs
-
-
-def budget_end(task_dir) -> str | None:
-    """What ended the search when the time budget did (``BUDGET_FILE``'s ``ended_by``), else None."""
-    path = task_dir / BUDGET_FILE
-    saved = read_json(path, SEARCH_FIX) if path.is_file() else {}
-    return saved.get("ended_by") or saved.get("stopped") or None
 
 
 def best_record(prepared: Prepared, plan: Plan, trials: pd.DataFrame, search_wall: float, report: dict) -> dict:
@@ -316,7 +306,9 @@ def best_record(prepared: Prepared, plan: Plan, trials: pd.DataFrame, search_wal
         "best_epoch": int(best["best_epoch"]),
         "trials": {"total": len(trials), **status_counts(trials)},
         "search_wall_s": search_wall,
-        "limit": f"time budget {opts.time_budget_s:.0f} s: {budget_end(out)}" if budget_end(out) else "trials",
+        "limit": f"time budget {opts.time_budget_s:.0f} s: {plan.ledger.ended_by}"
+        if plan.ledger.ended_by
+        else "trials",
         "backbone_scores": {b: {k: v for k, v in r.items() if k != "backbone"} for b, r in plan.scores.items()},
         "cpu_hours": trial_hours * plan.resources.cpus_per_trial,
         "gpu_hours": trial_hours * plan.resources.gpus_per_trial,
@@ -352,24 +344,19 @@ def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFr
         for r in records
         if r["history"] and r["history"][-1].get("on_features")
     }
-    chosen, tta, why = {}, opts.tta, ""
+    choice = Choice(tta=opts.tta)
     if plan.stopper is not None:
-        chosen, tta, why = _budgeted_variants(prepared, plan, trials, checkpoints, record["trial_id"])
+        choice = _budgeted_choice(prepared, plan, trials, checkpoints, record["trial_id"])
     elif opts.soup or opts.ensemble:
         pool = candidates(trials, checkpoints, opts.soup, opts.ensemble)
-        chosen = choose_variants(plan.setup, resources, pool, opts.soup, opts.ensemble) if pool else {}
-    for name in ("soup", "ensemble"):
-        if name in chosen:
-            log.info(
-                "%s: %s of trials %s, val_acc %.3f",
-                data.task.name,
-                name,
-                _members(chosen[name]),
-                chosen[name]["val_acc"],
-            )
+        if pool:
+            choice = choose_variants(plan.setup, resources, pool, opts.soup, opts.ensemble, opts.tta)
+    for name, blend in (("soup", choice.soup), ("ensemble", choice.ensemble)):
+        if blend is not None:
+            log.info("%s: %s of trials %s, val_acc %.3f", data.task.name, name, blend, blend.val_acc)
     rows = trials.set_index("trial_id")
-    members = [*chosen.get("soup", {}).get("members", []), *chosen.get("ensemble", {}).get("members", {})]
-    configs = {record["trial_id"]: config} | {t: trial_config(rows.loc[t]) for t in members if t != record["trial_id"]}
+    others = [t for t in choice.members() if t != record["trial_id"]]
+    configs = {record["trial_id"]: config} | {t: trial_config(rows.loc[t]) for t in others}
     log.info(
         "%s: retraining trial %s's configuration (%s) on train+val, %d seed(s)%s",
         data.task.name,
@@ -383,18 +370,18 @@ def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFr
     outcomes = {t: ray.get(r) for t, r in refs.items()}
     runs = {t: o[0] for t, o in outcomes.items()}
     soup = None
-    if "soup" in chosen:
-        soup_state, soup = retrained_soup(chosen, runs, plan.setup, resources, config["backbone"])
+    if choice.soup is not None:
+        soup_state, soup = retrained_soup(choice.soup, runs, plan.setup, resources, config["backbone"])
     labels = data.cache.load("test")[1]
     backbones = {t: c["backbone"] for t, c in configs.items()}
-    variants = variant_rows(chosen, runs, soup, labels, len(classes), record["trial_id"], backbones)
-    saved = "ensemble" if "ensemble" in chosen else "soup" if soup is not None else "single"
-    model_dir = opts.task_dir / "model"
+    variants = variant_rows(choice, runs, soup, labels, len(classes), record["trial_id"], backbones)
+    saved = "ensemble" if choice.ensemble is not None else "soup" if soup is not None else "single"
+    model_dir, tta = opts.task_dir / "model", choice.tta
     if saved == "ensemble":
-        save_ensemble(model_dir, chosen["ensemble"]["members"], runs, configs, classes, opts.image_size, tta)
+        save_ensemble(model_dir, dict(choice.ensemble.members), runs, configs, classes, opts.image_size, tta)
     elif saved == "soup":
         soup_run = runs[record["trial_id"]] | {"state_dict": soup_state}
-        save_model(model_dir, soup_run, config, classes, opts.image_size, tta=tta, soup=chosen["soup"]["members"])
+        save_model(model_dir, soup_run, config, classes, opts.image_size, tta=tta, soup=list(choice.soup.members))
     else:
         save_model(model_dir, runs[record["trial_id"]], config, classes, opts.image_size, tta=tta)
     saved_row = next(r for r in variants if r["variant"] == saved and r["tta"] == tta)
@@ -407,24 +394,22 @@ def retrain_best(prepared: Prepared, plan: Plan, record: dict, trials: pd.DataFr
         "tta": tta,
         "saved_test_acc": saved_row["test_acc"],
         "variants_asked": {"soup": opts.soup, "ensemble": opts.ensemble, "auto": plan.stopper is not None},
-        "variant_reason": why,
+        "variant_reason": choice.why,
         "retrain_wall_s": wall,
         "cpu_hours": record["cpu_hours"] + wall * resources.retrain_cpus / 3600,
         "gpu_hours": record["gpu_hours"] + wall * resources.retrain_gpus / 3600,
     }
 
 
-def _budgeted_variants(
-    prepared: Prepared, plan: Plan, trials: pd.DataFrame, checkpoints: dict, best_id: str
-) -> tuple[dict, bool, str]:
+def _budgeted_choice(prepared: Prepared, plan: Plan, trials: pd.DataFrame, checkpoints: dict, best_id: str) -> Choice:
     """With --time-budget: the ensemble (up to --ensemble, else ``AUTO_MEMBERS``) whose members' retrains fit the
     time left, kept when it beats the best trial on validation; test-time augmentation when the time left still holds
-    its validation pass and it raises validation accuracy. Returns the choice, TTA, and why in one sentence."""
+    its validation pass and it raises validation accuracy; and why, in one sentence."""
     opts, budget = prepared.options, plan.stopper
     size = opts.ensemble or AUTO_MEMBERS
     pool = candidates(trials, checkpoints, False, size, limit=None)  # ensemble_choice keeps the best distinct ones
     if len(pool) < 2:
-        return {}, False, "one trial to choose from: the single model"
+        return Choice(why="one trial to choose from: the single model")
     chosen = choose_variants(plan.setup, plan.resources, pool, False, 0)
     labels = prepared.data.cache.load("val")[1]
     entries = plan.ledger.entries
@@ -432,11 +417,11 @@ def _budgeted_variants(
     # choosing is done: what is left goes to the members' retrains and tests, and then the tables
     allowance = budget.remaining() - TABLES_S - costs.get(best_id, 0.0)
     extra = {t: (0.0 if t == best_id else c) for t, c in costs.items()}
-    members, accuracy = ensemble_choice([t for t, _, _ in pool], chosen["probs"], labels, size, extra, allowance)
-    single = chosen["val_acc"].get(best_id, -1.0)
+    members, accuracy = ensemble_choice([t for t, _, _ in pool], chosen.probs, labels, size, extra, allowance)
+    single = chosen.val_acc.get(best_id, -1.0)
     spent = sum(extra[t] for t in members)
     if len(members) > 1 and accuracy > single:
-        chosen["ensemble"] = {"members": members, "val_acc": accuracy}
+        chosen = dataclasses.replace(chosen, ensemble=Blend(members, accuracy))
         why = (
             f"ensemble of {len(members)}: val_acc {accuracy:.3f} against the single model's {single:.3f}, "
             f"its {len(members) - 1} extra retrain(s) planned at {spent:.0f} s of the {allowance:.0f} s left"
@@ -447,15 +432,11 @@ def _budgeted_variants(
     check = sum(budget.costs.forward_s.get(entries[t].backbone, 0.0) for t in members if t in entries)
     check *= len(labels)
     if budget.remaining() - TABLES_S - costs.get(best_id, 0.0) - spent < check:
-        return chosen, False, why + "; no time left to try test-time augmentation"
-    probs = {t: chosen["probs"][t] for t in members}
+        return dataclasses.replace(chosen, why=why + "; no time left to try test-time augmentation")
+    probs = {t: chosen.probs[t] for t in members}
     pays, with_flip = flip_pays(plan.setup, plan.resources, members, pool, probs, labels)
-    return chosen, pays, why + f"; test-time augmentation {'on' if pays else 'off'} (val_acc {with_flip:.3f} with it)"
-
-
-def _members(chosen: dict) -> str:
-    members = chosen["members"]
-    return ", ".join(f"{t} x{members[t]}" if isinstance(members, dict) and members[t] > 1 else t for t in members)
+    why += f"; test-time augmentation {'on' if pays else 'off'} (val_acc {with_flip:.3f} with it)"
+    return dataclasses.replace(chosen, tta=pays, why=why)
 
 
 def write_results(

@@ -3,6 +3,9 @@ members retrained on train+val, every variant tested once (with and without test
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 import ray
@@ -23,6 +26,8 @@ from trainables.combine import (
 
 __all__ = [
     "AUTO_MEMBERS",
+    "Blend",
+    "Choice",
     "ENSEMBLE_CANDIDATES",
     "affordable_ensemble",
     "ensemble_choice",
@@ -39,6 +44,36 @@ __all__ = [
 SOUP_CANDIDATES = 4  # the best backbone's top trials a soup may average: each member is one more retrain
 ENSEMBLE_CANDIDATES = 8  # the top trials of any backbone an ensemble chooses from
 AUTO_MEMBERS = 3  # with --time-budget and no --ensemble: the most members the plan reserves and the driver weighs
+
+
+@dataclass(frozen=True)
+class Blend:
+    """A soup or an ensemble chosen on validation: each member trial's weight, best first (a soup's are all 1), and
+    the blend's validation accuracy."""
+
+    members: Mapping[str, int]
+    val_acc: float
+
+    def __str__(self) -> str:
+        return ", ".join(f"{t} x{n}" if n > 1 else t for t, n in self.members.items())
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The final stage's choice on validation, before any retrain: each candidate's accuracy and probabilities, the
+    soup and the ensemble (None: not asked for, or not taken), whether to test with the flipped view, and why."""
+
+    val_acc: Mapping[str, float] = field(default_factory=dict)
+    probs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    soup: Blend | None = None
+    ensemble: Blend | None = None
+    tta: bool = False
+    why: str = ""
+
+    def members(self) -> list[str]:
+        """Every trial the soup and the ensemble retrain, once each."""
+        blends = [b for b in (self.soup, self.ensemble) if b is not None]
+        return list(dict.fromkeys(t for b in blends for t in b.members))
 
 
 def trial_config(row: pd.Series) -> dict:
@@ -67,18 +102,27 @@ def candidates(
     return [(t, rows.loc[t, "backbone"], checkpoints[t]) for t in order]
 
 
-def choose_variants(setup: TrialSetup, resources: Resources, pool: list, soup: bool, ensemble: int) -> dict:
-    """``select_variants`` as a Ray task where the retrain would run."""
+def choose_variants(
+    setup: TrialSetup, resources: Resources, pool: list, soup: bool, ensemble: int, tta: bool = False
+) -> Choice:
+    """``select_variants`` as a Ray task where the retrain would run; ``tta`` as asked."""
     remote, one = retrain_task(select_variants, setup, resources)
-    return ray.get(remote.remote(one, pool, SOUP_CANDIDATES if soup else 0, ensemble))
+    out = ray.get(remote.remote(one, pool, SOUP_CANDIDATES if soup else 0, ensemble))
+    return Choice(
+        out["val_acc"],
+        out["probs"],
+        Blend(dict.fromkeys(out["soup"]["members"], 1), out["soup"]["val_acc"]) if "soup" in out else None,
+        Blend(out["ensemble"]["members"], out["ensemble"]["val_acc"]) if "ensemble" in out else None,
+        tta,
+    )
 
 
 def retrained_soup(
-    chosen: dict, runs: dict[str, dict], setup: TrialSetup, resources: Resources, backbone: str
+    soup: Blend, runs: dict[str, dict], setup: TrialSetup, resources: Resources, backbone: str
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """The soup's retrained weights (the mean of its members' retrains) and its test probabilities, without and with
     test-time augmentation (a Ray task where the retrain ran; a soup of one is that model)."""
-    members = chosen["soup"]["members"]
+    members = list(soup.members)
     if len(members) == 1:
         run = runs[members[0]]
         return run["state_dict"], (run["test_probs"], run["test_probs_tta"])
@@ -90,7 +134,7 @@ def retrained_soup(
 
 
 def variant_rows(
-    chosen: dict,
+    choice: Choice,
     runs: dict[str, dict],
     soup: tuple[np.ndarray, np.ndarray] | None,
     labels: np.ndarray,
@@ -102,7 +146,7 @@ def variant_rows(
     validation accuracy where it was chosen on validation, and its test figures."""
     rows = []
 
-    def add(variant: str, members: dict[str, int], val_acc: float | None, probs: tuple) -> None:
+    def add(variant: str, members: Mapping[str, int], val_acc: float | None, probs: tuple) -> None:
         for tta, p in zip((False, True), probs, strict=True):
             test = metrics_of(p, labels, num_classes)
             rows.append(
@@ -117,18 +161,16 @@ def variant_rows(
             )
 
     single = runs[best_id]
-    add(
-        "single", {best_id: 1}, chosen.get("val_acc", {}).get(best_id), (single["test_probs"], single["test_probs_tta"])
-    )
-    if "soup" in chosen and soup is not None:
-        add("soup", dict.fromkeys(chosen["soup"]["members"], 1), chosen["soup"]["val_acc"], soup)
-    if "ensemble" in chosen:
-        members = chosen["ensemble"]["members"]
+    add("single", {best_id: 1}, choice.val_acc.get(best_id), (single["test_probs"], single["test_probs_tta"]))
+    if choice.soup is not None and soup is not None:
+        add("soup", choice.soup.members, choice.soup.val_acc, soup)
+    if choice.ensemble is not None:
+        members = choice.ensemble.members
         total = sum(members.values())
         probs = tuple(
             sum(runs[t][key] * n for t, n in members.items()) / total for key in ("test_probs", "test_probs_tta")
         )
-        add("ensemble", members, chosen["ensemble"]["val_acc"], probs)
+        add("ensemble", members, choice.ensemble.val_acc, probs)
     return rows
 
 

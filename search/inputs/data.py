@@ -64,10 +64,11 @@ def recorded_task(name: str, out: str | Path) -> str:
     ``summary.md`` and OUT show it), the image folder that search recorded in its ``search.json``."""
     if name in list_tasks() or Path(name).expanduser().is_dir() or Path(name).name != name:
         return name
-    from search.inputs.resume import SEARCH_FILE
+    from search.tuning.ledger import SEARCH_FILE
 
     path = Path(out).expanduser() / name / SEARCH_FILE
-    root = read_json(path, "start the search again with the image folder's path").get("data_root")
+    saved = read_json(path, "start the search again with the image folder's path").get("search")
+    root = saved.get("data_root") if isinstance(saved, dict) else None
     return root if isinstance(root, str) and Path(root).is_dir() else name
 
 

@@ -80,17 +80,10 @@ class Prepared:
         if self.done:
             log.info("%s: this search already finished (--retrain-again repeats the retrain)", self.data.task.name)
 
-    def state(self, elapsed_s: float, screening: dict[str, dict], speedup: float) -> dict:
-        """``search.json``: what defines the search (checked by --resume), its image folder, the seconds it has run,
-        and what it measured before the first trial (the backbones' screening, the retrain's thread speed-up), which
-        --resume continues with."""
-        return {
-            **self.signature,
-            "data_root": self.data_root,
-            "elapsed_s": elapsed_s,
-            "screening": screening,
-            "speedup": speedup,
-        }
+    def definition(self, screening: dict[str, dict], speedup: float) -> dict:
+        """What defines the search (checked by --resume), its image folder, and what it measured before the first
+        trial (the backbones' screening, the retrain's thread speed-up), which --resume continues with."""
+        return {**self.signature, "data_root": self.data_root, "screening": screening, "speedup": speedup}
 
 
 def warm_start_points(source: str | None, backbones: tuple[str, ...], trials: int) -> list[dict]:

@@ -12,14 +12,13 @@ from datasets import UsageError, reading
 from results import read_json
 from search.command_line.options import ResolvedOptions
 from search.final.model_dir import MANIFEST
-from search.tuning.budget import BUDGET_FILE, SEARCH_FIX
-from search.tuning.ledger import TrialLedger
+from search.tuning.budget import BUDGET_FILE
+from search.tuning.ledger import SEARCH_FIX, TrialLedger
 from search.tuning.space import trial_sources
 from search.tuning.tuner import SearchFiles
 
-__all__ = ["SEARCH_FILE", "SIGNATURE_FLAGS", "check_existing", "discard_search", "finished_record", "search_record"]
+__all__ = ["SIGNATURE_FLAGS", "check_existing", "discard_search", "finished_record"]
 
-SEARCH_FILE = "search.json"  # what defines the search, checked by --resume; and the time it has run so far
 SIGNATURE_FLAGS = {
     "task": "the task",
     "data_fingerprint": "the data (--data, its files or split)",
@@ -70,8 +69,7 @@ def check_existing(opts: ResolvedOptions, files: SearchFiles, signature: dict) -
             f"--resume: no search of {opts.task_name} to continue in {out} (no {files.experiment}); "
             "run the same command without --resume to start one"
         )
-    saved = search_record(out)
-    TrialLedger.open(files.ledger, fresh=False)  # read and checked now: a damaged one stops the resume here
+    saved = TrialLedger.open(files.ledger, fresh=False).search  # read and checked now: a damaged file stops here
     if files.study.is_file():
         with reading(files.study, SEARCH_FIX):
             trial_sources(files.study_url())
@@ -84,11 +82,6 @@ def check_existing(opts: ResolvedOptions, files: SearchFiles, signature: dict) -
             f"--resume: the search in {out} was started differently ({what}); resume with the options it was "
             "started with, or start anew with --overwrite or another --out"
         )
-
-
-def search_record(out: Path) -> dict:
-    """OUT/TASK/search.json: the search's definition and the time it has run so far."""
-    return read_json(out / SEARCH_FILE, SEARCH_FIX)
 
 
 def _show(value: object) -> str:
@@ -107,7 +100,6 @@ def discard_search(out: Path, files: SearchFiles) -> None:
     for name in (
         files.study,
         files.ledger,
-        SEARCH_FILE,
         BUDGET_FILE,
         "trials.parquet",
         "epochs.parquet",

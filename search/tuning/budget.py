@@ -17,7 +17,7 @@ from ray.tune.search import Searcher
 from datasets import UsageError
 from results import read_json, write_json
 from search.final.choose import ensemble_choice
-from search.tuning.ledger import Entry, TrialLedger
+from search.tuning.ledger import SEARCH_FIX, Entry, TrialLedger
 from trainables.steps import epoch_size
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "Costs",
     "FIXED_S",
     "TABLES_S",
-    "SEARCH_FIX",
     "TimeBudget",
     "UNITS",
     "member_cost",
@@ -34,7 +33,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-SEARCH_FIX = "put back the file the search wrote, or start the search anew with --overwrite"  # search.json damaged
 BUDGET_FILE = "budget.json"  # the plan against what each stage took; its "ended_by" says what ended the search
 UNITS = {"h": 3600, "m": 60, "s": 1}
 # seconds the final stage spends whatever its members: choosing them and trying test-time augmentation in Ray tasks,

@@ -1,6 +1,7 @@
-"""One record of every trial the search has seen, which ASHA, the time budget, the progress line and the memory watch
-all read: each reported epoch once, whether the trial is done and who stopped it, its newest checkpoint. It is saved
-to one file after every change, and --resume continues from that file.
+"""The search's state in one record: what defines the search (checked by --resume), the seconds it has run, and
+every trial it has seen, which ASHA, the time budget, the progress line and the memory watch all read: each reported
+epoch once, whether the trial is done and who stopped it, the rungs ASHA judged it at. It is saved to one file,
+``search.json``, after every change, and --resume continues from that file.
 
 Ray Tune restores a search by unpickling the scheduler, stopper and callbacks it pickled when the search started.
 A ledger pickles as its file's path, and unpickles as this process's ledger of that file (``TrialLedger.of``), so
@@ -21,11 +22,10 @@ from datasets import DamagedFile, short
 from results import read_json, write_json
 from trainables.combine import checkpoint_probs
 
-__all__ = ["LEDGER_FILE", "LEDGER_FIX", "Entry", "TrialLedger"]
+__all__ = ["SEARCH_FILE", "SEARCH_FIX", "Entry", "TrialLedger"]
 
-LEDGER_FILE = "ledger.json"
-# without the file the search goes on, and ASHA and the time budget know only the trials still to come
-LEDGER_FIX = "delete it and --resume again, or start the search anew with --overwrite"
+SEARCH_FILE = "search.json"
+SEARCH_FIX = "put back the file the search wrote, or start the search anew with --overwrite"
 # what an epoch's result keeps: what the schedulers and the plan read, nothing more
 KEPT = ("epoch", "val_acc", "val_loss", "wall_s", "train_s", "train_size", "peak_memory_mb", "batch_size")
 
@@ -69,49 +69,64 @@ class Entry:
 
 
 class TrialLedger(tune.Callback):
-    """Every trial's entry, by trial id; ``record`` takes each epoch once, whoever passes it on first (Ray Tune hands
-    a result to the stopper, then the scheduler, the searcher and the callbacks)."""
+    """The search's definition, the seconds it has run, and every trial's entry by trial id; ``record`` takes each
+    epoch once, whoever passes it on first (Ray Tune hands a result to the stopper, then the scheduler, the searcher
+    and the callbacks)."""
 
     _open: ClassVar[dict[Path, TrialLedger]] = {}
 
-    def __init__(self, path: Path, entries: dict[str, Entry] | None = None, ended_by: str = ""):
+    def __init__(
+        self,
+        path: Path,
+        search: dict | None = None,
+        entries: dict[str, Entry] | None = None,
+        ended_by: str = "",
+        spent_s: float = 0.0,
+    ):
         self.path = Path(path)
+        self.search = search or {}  # what defines the search, its image folder and what it measured before a trial
         self.entries = entries or {}
         self.ended_by = ended_by  # what ended the whole search (the time budget's reason), kept across --resume
-        self.spent_s, self.opened = 0.0, time.monotonic()
+        self.spent_s, self.opened = spent_s, time.monotonic()
         # this process's: each trial's newest checkpoint, and the validation probabilities read from it
         self._checkpoints: dict[str, tune.Checkpoint] = {}
         self._probs: dict[str, tuple[str, np.ndarray | None]] = {}
 
     @classmethod
-    def open(cls, path: Path, *, fresh: bool, spent_s: float = 0.0) -> TrialLedger:
+    def open(cls, path: Path, *, fresh: bool) -> TrialLedger:
         """This process's ledger of ``path``: empty for a new search, else read from the file (a damaged one raises
-        DamagedFile); restored schedulers and callbacks find it with ``of``. ``spent_s``: the seconds the search
-        has run before now, in earlier runs and this one's start (``elapsed`` goes on from them)."""
+        DamagedFile), its clock going on from the seconds the earlier runs spent; restored schedulers and callbacks
+        find it with ``of``."""
         path = Path(path).resolve()
         ledger = cls(path) if fresh else cls._read(path)
-        ledger.spent_s = spent_s
         cls._open[path] = ledger
         return ledger
 
     @classmethod
     def of(cls, path: Path) -> TrialLedger:
+        """The ledger this process opened for ``path`` (what an unpickled ledger becomes), else the file's."""
         path = Path(path).resolve()
         return cls._open.get(path) or cls.open(path, fresh=False)
 
     @classmethod
     def _read(cls, path: Path) -> TrialLedger:
-        if not path.is_file():  # no trial has reported yet
+        if not path.is_file():  # a search stopped before its plan was made
             return cls(path)
-        saved = read_json(path, LEDGER_FIX)
+        saved = read_json(path, SEARCH_FIX)
         try:
             entries = {str(t): Entry(**e) for t, e in saved["trials"].items()}
             for entry in entries.values():
                 if any(not isinstance(e["epoch"], int) or not isinstance(e["val_acc"], float) for e in entry.epochs):
                     raise ValueError("an epoch without its number or val_acc")
-            return cls(path, entries, str(saved["ended_by"]))
+            return cls(path, dict(saved["search"]), entries, str(saved["ended_by"]), float(saved["elapsed_s"]))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise DamagedFile(path, short(e), LEDGER_FIX) from None
+            raise DamagedFile(path, short(e), SEARCH_FIX) from None
+
+    def start(self, search: dict, spent_s: float) -> None:
+        """This run's plan is made: the search's definition, and the seconds it has run before now (the earlier
+        runs and this one's start), from which ``elapsed`` goes on."""
+        self.search, self.spent_s, self.opened = search, spent_s, time.monotonic()
+        self.save()
 
     def __reduce__(self):
         return TrialLedger.of, (self.path,)
@@ -144,8 +159,11 @@ class TrialLedger(tune.Callback):
     def end(self, trial_id: str, stopped_by: str = "") -> None:
         """The trial ended (``stopped_by`` a scheduler that stopped it): none of its epochs is under way."""
         entry = self.entries.get(trial_id)
-        if entry is not None and not (entry.done and entry.stopped_by == (stopped_by or entry.stopped_by)):
-            entry.done, entry.stopped_by, entry.until = True, stopped_by or entry.stopped_by, None
+        if entry is None:
+            return
+        changed = not entry.done or bool(stopped_by and stopped_by != entry.stopped_by)
+        entry.done, entry.until, entry.stopped_by = True, None, stopped_by or entry.stopped_by
+        if changed:
             self.save()
 
     def end_search(self, why: str) -> None:
@@ -171,8 +189,10 @@ class TrialLedger(tune.Callback):
         return self._probs[trial_id][1]
 
     def save(self) -> None:
+        """The file, whole: also the seconds run so far, so that a search killed mid-way resumes with them spent."""
         trials = {t: e.saved() for t, e in self.entries.items()}
-        write_json(self.path, {"trials": trials, "ended_by": self.ended_by})
+        record = {"search": self.search, "elapsed_s": self.elapsed(), "trials": trials, "ended_by": self.ended_by}
+        write_json(self.path, record)
 
     # as a Ray Tune callback (after the stopper, scheduler and searcher have seen the result)
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:

@@ -19,7 +19,7 @@ from search.cluster.follow import FollowCluster
 from search.cluster.session import Resources
 from search.tuning.asha import make_scheduler
 from search.tuning.budget import BudgetedSearch, TimeBudget
-from search.tuning.ledger import LEDGER_FILE, TrialLedger
+from search.tuning.ledger import SEARCH_FILE, TrialLedger
 from search.tuning.progress import Progress
 from search.tuning.retention import CheckpointRetention, snapshot_period
 from search.tuning.space import METRIC, MODE, make_searcher
@@ -33,7 +33,7 @@ FINISHED = (Trial.TERMINATED, Trial.ERROR)
 
 @dataclass(frozen=True)
 class SearchFiles:
-    """Where one task's search keeps its state: Ray Tune's experiment, the Optuna study and the trial ledger."""
+    """Where one task's search keeps its state: Ray Tune's experiment, the Optuna study and the ledger (search.json)."""
 
     experiment: str  # a local path or a URI
     study: Path
@@ -44,7 +44,7 @@ class SearchFiles:
         root = storage or str(task_dir / "tune")
         if "://" not in root:
             root = str(Path(root).expanduser().resolve())
-        return cls(root.rstrip("/") + "/" + name, task_dir / "study.db", task_dir / LEDGER_FILE)
+        return cls(root.rstrip("/") + "/" + name, task_dir / "study.db", task_dir / SEARCH_FILE)
 
     def exists(self) -> bool:
         return tune.Tuner.can_restore(self.experiment)

@@ -75,16 +75,20 @@ def _exit_2_naming(argv: list[str], path: Path, capsys) -> str:
 
 
 @pytest.mark.parametrize("damage", [cut_short, garble, drop_a_key], ids=["cut short", "garbage", "key missing"])
-@pytest.mark.parametrize("name", ["search.json", "ledger.json"])
-def test_damaged_search_state_stops_resume_with_exit_2(finished, eggs, tmp_path, capsys, name, damage):
+def test_damaged_search_state_stops_resume_with_exit_2(finished, eggs, tmp_path, capsys, damage):
     out, task = _copy(finished, tmp_path)
-    damage(task / name)
-    if damage is drop_a_key and name == "search.json":  # a key missing from the definition is a changed search
-        assert main(tiny_search(eggs, out, "--resume", "--retrain-again")) == 2
-        assert "--resume: the search in" in capsys.readouterr().err
-        return
-    err = _exit_2_naming(tiny_search(eggs, out, "--resume", "--retrain-again"), task / name, capsys)
+    damage(task / "search.json")
+    err = _exit_2_naming(tiny_search(eggs, out, "--resume", "--retrain-again"), task / "search.json", capsys)
     assert "--overwrite" in err
+
+
+def test_a_definition_missing_a_key_reads_as_another_search(finished, eggs, tmp_path, capsys):
+    out, task = _copy(finished, tmp_path)
+    state = json.loads((task / "search.json").read_text())
+    del state["search"]["max_epochs"]
+    (task / "search.json").write_text(json.dumps(state))
+    assert main(tiny_search(eggs, out, "--resume", "--retrain-again")) == 2
+    assert "--max-epochs: None then, 2 now" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())

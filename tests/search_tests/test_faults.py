@@ -280,7 +280,7 @@ def test_ctrl_c_between_two_trials_stops_the_search_instead_of_retraining_the_on
     )
     assert [r["finished"] for r in outcome.records] == [True], "Ray Tune returns the one finished trial alone"
     ledger = TrialLedger.of(prepared.files.ledger)  # the one the search just wrote
-    plan = Plan(setup, None, ["resnet10t"], [], {}, {"resnet10t": False}, 0.0, ledger, None)
+    plan = Plan(setup, None, ["resnet10t"], [], {}, {"resnet10t": False}, ledger, None)
     with pytest.raises(SearchInterrupted, match="stopped with 1 of 3 trials finished"):
         write_trial_tables(prepared, plan, outcome)
     assert len(pd.read_parquet(tmp_path / prepared.data.task.name / "trials.parquet")) == 1

@@ -30,7 +30,7 @@ COSTS = Costs(
 
 
 def _budget(tmp_path, seconds=1000.0, members=2, labels=None) -> TimeBudget:
-    return TimeBudget(seconds, COSTS, members, TrialLedger.open(tmp_path / "ledger.json", fresh=True), labels)
+    return TimeBudget(seconds, COSTS, members, TrialLedger.open(tmp_path / "search.json", fresh=True), labels)
 
 
 def _spent(budget: TimeBudget, seconds: float) -> None:
@@ -202,7 +202,9 @@ def test_a_restored_budget_reads_the_ledger_the_resumed_search_opened_and_its_ti
     assert not budget("f", _tuned(2, 0.9, 70.0, 36.0)) and budget.ledger.entries["f"].until is not None
     pickled = pickle.dumps(budget)  # what Ray Tune kept of the stopper when the search started (here: later)
     # --resume in a new process: the driver opens the ledger from its file, with the time the runs have spent
-    resumed = TrialLedger.open(tmp_path / "ledger.json", fresh=False, spent_s=900.0)
+    resumed = TrialLedger.open(tmp_path / "search.json", fresh=False)
+    assert resumed.spent_s == pytest.approx(600.0, abs=1.0), "the file holds the seconds run when it was saved"
+    resumed.start({}, 900.0)  # the plan of the resumed run, made 300 s into it
     restored = pickle.loads(pickled)
     assert restored.ledger is resumed and restored.remaining() == pytest.approx(100.0, abs=1.0)
     f = resumed.entries["f"]

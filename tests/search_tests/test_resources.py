@@ -127,7 +127,7 @@ def _epoch(epoch: int, backbone: str, device: str = "cuda", **measured) -> dict:
 
 
 def test_a_backbone_outside_the_table_is_estimated_from_its_first_trial_during_the_search(caplog, tmp_path):
-    ledger = TrialLedger.open(tmp_path / "ledger.json", fresh=True)
+    ledger = TrialLedger.open(tmp_path / "search.json", fresh=True)
     watch = MemoryWatch(ledger, image_size=224, batch_size=64, gpus_per_trial=0.25, gpu_mib=80 * 1024)
     first = SimpleNamespace(trial_id="t1", config={"backbone": "convnext_atto"})
     with caplog.at_level(logging.INFO, logger="search.cluster.packing"):

@@ -108,7 +108,7 @@ def test_a_trial_told_after_the_last_snapshot_is_left_as_told_when_its_last_epoc
 
 
 def test_asha_stops_a_weak_fine_tuning_trial_but_never_a_probe_on_cached_features(tmp_path):
-    scheduler = make_scheduler(4, TrialLedger.open(tmp_path / "ledger.json", fresh=True))
+    scheduler = make_scheduler(4, TrialLedger.open(tmp_path / "search.json", fresh=True))
     scheduler.set_search_properties("val_acc", "max")
     trials = {name: Trial("__fake", trial_id=name, stub=True, config={}) for name in ("good", "weak", "probe")}
     for trial in trials.values():
@@ -127,7 +127,7 @@ def test_asha_judges_the_first_trial_against_the_screenings_fitted_probe(tmp_pat
     """Alone at a rung, a trial always goes on; with the fitted probe known there, one below it stops, at every rung,
     and a --resume keeps the known result."""
     plain = make_scheduler(4, TrialLedger.open(tmp_path / "plain.json", fresh=True))
-    known = make_scheduler(4, TrialLedger.open(tmp_path / "ledger.json", fresh=True), {"fitted probe b": 0.9})
+    known = make_scheduler(4, TrialLedger.open(tmp_path / "search.json", fresh=True), {"fitted probe b": 0.9})
     first = Trial("__fake", trial_id="first", stub=True, config={})
     result = {"epoch": 1, "val_acc": 0.85, "wall_s": 10.0}
     for scheduler in (plain, known):
@@ -142,7 +142,7 @@ def test_asha_judges_the_first_trial_against_the_screenings_fitted_probe(tmp_pat
     restored = pickle.loads(pickle.dumps(known))
     assert all(restored.rung(m)["fitted probe b"] == 0.9 for m in restored.milestones)
     # --resume: the rungs are the ledger's, read back from its file, with each trial judged once per rung
-    TrialLedger.open(tmp_path / "ledger.json", fresh=False)
+    TrialLedger.open(tmp_path / "search.json", fresh=False)
     restored = pickle.loads(pickle.dumps(known))
     assert restored.rung(2.0) == {"fitted probe b": 0.9, "second": 0.88}
     assert restored.on_trial_result(None, second, {"epoch": 2, "val_acc": 0.88, "wall_s": 20.0}) == known.CONTINUE
@@ -150,7 +150,7 @@ def test_asha_judges_the_first_trial_against_the_screenings_fitted_probe(tmp_pat
 
 def test_our_asha_stops_exactly_the_trials_rays_asha_stops(tmp_path):
     """Ray's scheduler keeps its rungs private, so the search has its own; it must decide as Ray's does."""
-    ours = make_scheduler(8, TrialLedger.open(tmp_path / "ledger.json", fresh=True))
+    ours = make_scheduler(8, TrialLedger.open(tmp_path / "search.json", fresh=True))
     theirs = AsyncHyperBandScheduler(
         time_attr="epoch", metric="val_acc", mode="max", max_t=8, grace_period=2, reduction_factor=2
     )
