@@ -14,14 +14,14 @@ import pytest
 LIMIT_S = 240  # no single stage of a test may hang the suite longer than this
 
 
-def wait_for(condition, what: str, timeout: float = LIMIT_S, process: subprocess.Popen | None = None):
+def wait_for(condition, what: str, timeout: float = LIMIT_S, process: subprocess.Popen | None = None, poll=0.25):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if (value := condition()) is not None:
             return value
         if process is not None and process.poll() is not None:
             pytest.fail(f"the search exited ({process.returncode}) before {what}")
-        time.sleep(0.1)
+        time.sleep(poll)  # each look reads files or /proc: a tighter loop takes CPU from the search it watches
     pytest.fail(f"timed out waiting for {what}")
 
 

@@ -174,7 +174,7 @@ def cluster_eggs(tmp_path_factory) -> Path:
 
 
 def _argv(eggs: Path, out: Path, *extra: str) -> list[str]:
-    return tiny_search(eggs, out, "--no-retrain", *extra, trials=4)
+    return tiny_search(eggs, out, "--no-retrain", *extra, trials=4, concurrency=None)  # as many as the nodes hold
 
 
 def test_a_node_that_joins_a_running_search_gets_trials_and_copies_the_images_once(cluster, cluster_eggs, tmp_path):

@@ -167,18 +167,8 @@ def test_a_damaged_split_file_exits_2_and_a_deleted_one_gives_the_same_split(tmp
 def test_a_second_driver_on_a_busy_task_exits_2_at_once_naming_the_first(eggs, tmp_path, capsys, caplog):
     out = tmp_path / "out"
     args = tiny_search(eggs, out, max_epochs=40)
-    first = subprocess.Popen(
-        # one trial at a time: this search only holds the lock
-        [
-            sys.executable,
-            "-m",
-            "search",
-            *args,
-            "--dashboard-port",
-            "0",
-            "--concurrency",
-            "1",
-        ],  # it only holds the lock
+    first = subprocess.Popen(  # one trial at a time (tiny_search's), no dashboard: this search only holds the lock
+        [sys.executable, "-m", "search", *args, "--dashboard-port", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -216,7 +206,7 @@ def test_a_full_disk_under_out_exits_1_naming_it_and_what_was_written_stays_read
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()}); needs root")
     try:
-        assert main(tiny_search(eggs, small)) == 1
+        assert main(tiny_search(eggs, small, "--max-failures", "0")) == 1  # each trial fails at its first save
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith(f"error: the disk is full: {small} (--out) has 0.0 MB free"), last
         written = list(small.glob("*/*.json"))

@@ -42,9 +42,9 @@ def _wait_for(browser, css: str, timeout: float = 30):
 def test_the_dashboard_shows_the_searchs_trials_on_loopback(tiny_eggs, tmp_path, browser):
     port = _free_port()
     log = tmp_path / "search.out"
+    # one trial at a time (tiny_search's): one core trains, the other drives Chromium
     argv = [sys.executable, "-m", "search", *tiny_search(tiny_eggs, tmp_path, "--no-retrain", trials=6, max_epochs=6)]
-    # one trial at a time: one core trains, the other drives Chromium
-    argv += ["--dashboard-port", str(port), "--concurrency", "1"]
+    argv += ["--dashboard-port", str(port)]
     process = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -54,7 +54,9 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_and_records_each_
         # inside the second epoch: the worker has computed a tenth of the first epoch's time since reporting it (the
         # first epoch's time counts the model's set-up too, and a busy machine's waits, so a larger share can reach
         # past the second epoch)
-        wait_for(lambda: cpu_seconds(first["pid"]) - spent > 0.1 * first["time_this_iter_s"] or None, "epoch 2")
+        wait_for(
+            lambda: cpu_seconds(first["pid"]) - spent > 0.1 * first["time_this_iter_s"] or None, "epoch 2", poll=0.1
+        )
         os.kill(first["pid"], signal.SIGKILL)
         killed.update(pid=first["pid"], epochs=len(logged_results(trial_dir)))
 

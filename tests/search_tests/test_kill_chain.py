@@ -45,6 +45,7 @@ def _command(eggs: Path, out: Path, *extra: str) -> list[str]:
             *("--ensemble", "2", "--tta"),  # the retrain killed is the ensemble's members' too
             trials=TRIALS,
             max_epochs=3,
+            concurrency=None,  # two trials at once: kills land with trials running, finished and pending
         ),
     ]
 

@@ -36,6 +36,7 @@ def test_trials_get_the_files_weights_through_the_object_store_not_the_file(
         max_epochs=1,
         image_size=32,
         retrain=False,
+        concurrency=1,  # one worker, reused: each trial still gets the weights from the object store
         out=str(tmp_path / "runs"),
     )
     prepared = Prepared(options, locks)
