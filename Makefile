@@ -14,7 +14,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20
 
-# the tests that start no Ray, search, subprocess or browser: under a minute on 2 cores
+# the tests that start no Ray, search, subprocess or browser (and no test over 5 s): under a minute on 2 cores
 quick: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 -m "not slow"
 

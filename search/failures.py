@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["SearchFailed", "SearchInterrupted", "check_writable", "disk_full", "full_disk_line"]
+__all__ = ["SearchFailed", "SearchInterrupted", "check_folders", "check_writable", "disk_full", "full_disk_line"]
 
 
 class SearchFailed(RuntimeError):
@@ -42,6 +42,13 @@ def check_writable(folder: Path, option: str) -> None:
             f"cannot write in {option} {folder}: {e.strerror}; pass {option} a folder this user may write "
             f"(e.g. {option} ~/runs) or make that one writable"
         ) from None
+
+
+def check_folders(out: str, storage: str | None) -> None:
+    """``--out`` and a local ``--storage`` writable, or the one line ``check_writable`` raises."""
+    check_writable(Path(out).expanduser(), "--out")
+    if storage and "://" not in storage:
+        check_writable(Path(storage).expanduser(), "--storage")
 
 
 def disk_full(error: BaseException) -> bool:

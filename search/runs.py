@@ -7,10 +7,14 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from search.command_line.options import SearchOptions
+from search.failures import check_folders
 from search.inputs.lock import TaskLocks
-from search.inputs.prepare import Prepared
+
+if TYPE_CHECKING:
+    from search.inputs.prepare import Prepared
 
 __all__ = ["log_to", "prepared_tasks", "run_prepared"]
 
@@ -18,7 +22,12 @@ __all__ = ["log_to", "prepared_tasks", "run_prepared"]
 @contextmanager
 def prepared_tasks(options: Sequence[SearchOptions]) -> Iterator[list[Prepared]]:
     """Every task's input checked and its folder locked before Ray starts (bad input fails here, nothing started);
-    the run's log in OUT/search.log while the block runs; the locks released when it ends."""
+    the run's log in OUT/search.log while the block runs; the locks released when it ends. A folder this user cannot
+    write is refused first, before torch and timm are even imported."""
+    for o in options:
+        check_folders(o.out, o.storage)
+    from search.inputs.prepare import Prepared
+
     with TaskLocks() as locks:
         prepared = [Prepared(o, locks) for o in options]
         with log_to(Path(options[0].out) / "search.log"):

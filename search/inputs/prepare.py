@@ -12,17 +12,16 @@ import pandas as pd
 from datasets import UsageError, reading, report_line
 from results import top_configs
 from search.command_line.options import ResolvedOptions, SearchOptions
-from search.failures import check_writable
 from search.inputs.backbones import validate_backbones
 from search.inputs.data import prepare, resolve_task
 from search.inputs.lock import TaskLocks
 from search.inputs.resume import check_existing, finished_record
-from search.inputs.weights import resolve_weights
+from search.inputs.weights import resolve_weights, weights_folder
 from search.tuning.space import search_space
 from search.tuning.tracking import check_mlflow
 from search.tuning.tuner import SearchFiles
 
-__all__ = ["Prepared", "warm_start_points"]
+__all__ = ["Prepared", "warm_start_points", "warm_start_table"]
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +31,14 @@ class Prepared:
 
     def __init__(self, options: SearchOptions, locks: TaskLocks):
         started = time.perf_counter()
-        check_writable(Path(options.out).expanduser(), "--out")
-        if options.storage and "://" not in options.storage:
-            check_writable(Path(options.storage).expanduser(), "--storage")
         out = Path(options.out).expanduser().resolve() / resolve_task(options.task).name
         locks.take(out)  # before any check: a running search is named at once, whatever the flags
+        # what the user named is refused before any image is decoded: a misspelt backbone, a --weights that is not a
+        # folder, a --warm-start without its table
+        if options.backbones:
+            validate_backbones(list(options.backbones))
+        weights_folder(options.pretrained, options.weights)
+        warm_start_table(options.warm_start)
         self.data = prepare(
             options.task,
             options.data,
@@ -51,7 +53,8 @@ class Prepared:
         for warning in report.get("warnings", []):
             log.warning("%s: %s", self.data.task.name, warning)
         self.options: ResolvedOptions = options.for_task(self.data.task)
-        validate_backbones(list(self.options.backbones))
+        if not options.backbones:
+            validate_backbones(list(self.options.backbones))
         check_mlflow(self.options.mlflow)
         self.warm_points = warm_start_points(options.warm_start, self.options.backbones, self.options.trials)
         self.weights = resolve_weights(list(self.options.backbones), self.options.pretrained, self.options.weights)
@@ -86,12 +89,20 @@ class Prepared:
         return {**self.signature, "data_root": self.data_root, "screening": screening, "speedup": speedup}
 
 
-def warm_start_points(source: str | None, backbones: tuple[str, ...], trials: int) -> list[dict]:
-    """The best configurations of an earlier search (OUT/TASK) whose backbones this search has."""
+def warm_start_table(source: str | None) -> Path | None:
+    """``--warm-start``'s trials.parquet, or a one-line refusal when the folder has none."""
     if source is None:
-        return []
+        return None
     path = Path(source).expanduser() / "trials.parquet"
     if not path.is_file():
         raise UsageError(f"--warm-start {source}: no trials.parquet there; give a finished search's OUT/TASK folder")
+    return path
+
+
+def warm_start_points(source: str | None, backbones: tuple[str, ...], trials: int) -> list[dict]:
+    """The best configurations of an earlier search (OUT/TASK) whose backbones this search has."""
+    path = warm_start_table(source)
+    if path is None:
+        return []
     with reading(path, "point --warm-start at another finished search, or leave it out"):
         return top_configs(pd.read_parquet(path), k=max(1, trials // 4), backbones=backbones)

@@ -19,7 +19,7 @@ import torch
 from datasets import UsageError, reading
 from search.command_line.options import MODES
 
-__all__ = ["Pretrained", "fill_command", "resolve_one", "resolve_weights"]
+__all__ = ["Pretrained", "fill_command", "resolve_one", "resolve_weights", "weights_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,19 @@ def resolve_one(backbone: str, mode: str, weights_dir: Path | None, hub: bool) -
     return Pretrained(backbone, None, None)
 
 
-def resolve_weights(backbones: list[str], mode: str, weights_dir: str | Path | None) -> dict[str, Pretrained]:
-    """Each backbone's weights under ``mode`` (required | auto | off)."""
-    if mode not in MODES:
+def weights_folder(mode: str | None, weights_dir: str | Path | None) -> Path | None:
+    """``--weights`` as a folder, with ``--pretrained`` one of ``MODES`` (None: the task's default, not known yet);
+    what can be refused before the data is decoded."""
+    if mode is not None and mode not in MODES:
         raise UsageError(f"--pretrained must be one of {', '.join(MODES)}, got {mode!r}")
     directory = Path(weights_dir).expanduser() if weights_dir else None
     if directory is not None and not directory.is_dir():
         raise UsageError(f"--weights {directory} is not a folder; it should hold MODEL.safetensors files")
+    return directory
+
+
+def resolve_weights(backbones: list[str], mode: str, weights_dir: str | Path | None) -> dict[str, Pretrained]:
+    """Each backbone's weights under ``mode`` (required | auto | off)."""
+    directory = weights_folder(mode, weights_dir)
     hub = mode != "off" and _hub_reachable()
     return {b: resolve_one(b, mode, directory, hub) for b in backbones}

@@ -66,6 +66,7 @@ def test_predict_on_a_saved_ensemble_gives_the_weighted_mean_of_its_members_prob
     assert failed == 0 and all(line.split(": ")[1].split()[0] in CLASSES for line in lines)
 
 
+@pytest.mark.slow  # an ONNX export and its runtime: 6 s
 def test_an_exported_ensemble_matches_the_torch_ensemble(tiny_eggs, tmp_path):
     # two members, without the flip: each traced view costs seconds of export on 2 cores
     runs = {"t1": _run("resnet10t", 0)[0], "t2": _run("resnet10t", 1)[0]}

@@ -89,6 +89,7 @@ def test_a_probe_trains_on_the_cached_features_whatever_its_augmentation(tiny_eg
     assert clean[0]["warm_head"] and clean[0]["train_size"] == 0
 
 
+@pytest.mark.slow  # three whole epochs of a trial: 6 s
 def test_progressive_resizing_trains_the_first_epochs_smaller_and_evaluates_at_full_size(tiny_eggs, tmp_path):
     setup = _setup(tiny_eggs, tmp_path, epochs=4, size=64)
     plain, progressive = [], []
